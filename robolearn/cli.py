@@ -1,0 +1,59 @@
+"""The ``robolearn`` command: one entry point, one module per subcommand.
+
+Each module in :mod:`robolearn.commands` defines ``HELP``, ``add_arguments(parser)`` and
+``run(args) -> int``; it is imported only when its subcommand runs, so ``robolearn --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> module under robolearn.commands. Only commands that work end to end are listed.
+COMMANDS: dict[str, str] = {
+    "quickstart": "quickstart",
+    "collect": "collect",
+    "bench": "bench",
+}
+
+_HELP = {
+    "quickstart": "run the main job end to end on the embedded default",
+    "collect": "record scripted-expert or teleoperated episodes",
+    "bench": "benchmarks against peers measured in the same run",
+}
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robolearn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Only the chosen subcommand's module is imported (its arguments are needed to parse).
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, module in COMMANDS.items():
+        p = sub.add_parser(name, help=_HELP.get(name, ""))
+        if name == chosen:
+            mod = importlib.import_module(f"robolearn.commands.{module}")
+            mod.add_arguments(p)
+            p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"robolearn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"robolearn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Env registry and factories.
+
+Registered here (light: config classes and import paths only):
+``franka-reach``, ``franka-lift``, ``franka-push``, ``franka-stack``, ``franka-pick-place``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from robolearn.config import from_dict, load_yaml, to_dict
+from robolearn.config.loader import apply_overrides
+from robolearn.envs.config import FrankaTaskConfig
+from robolearn.registry import ENVS
+
+_FRANKA_BUILDER = "robolearn.envs.franka.env:FrankaEnv"
+for _task, _desc in {
+    "reach": "move the gripper to a coloured ball",
+    "lift": "grasp a cube and lift it",
+    "push": "push a cube onto a goal circle",
+    "stack": "put one cube on another",
+    "pick-place": "pick a cube and place it on a goal circle",
+}.items():
+    ENVS.register(f"franka-{_task}", FrankaTaskConfig, _FRANKA_BUILDER, {"task": _task}, _desc)
+
+
+def env_config(name: str, preset: str | Path | None = None, overrides: Iterable[str] = (), **fields: Any) -> Any:
+    """The config of registered env ``name``: registry defaults, then YAML ``preset``, overrides, ``fields``."""
+    entry = ENVS.get(name)
+    data = to_dict(entry.default_config())
+    source = f"env {name!r}"
+    if preset is not None:
+        data.update(load_yaml(preset))
+        source = str(preset)
+    data = apply_overrides(data, overrides)
+    data.update(fields)
+    return from_dict(entry.config_cls, data, source=source)
+
+
+def make_env(name: str, config: Any = None, **kwargs: Any):
+    """Build one env by registry name (``config`` defaults to :func:`env_config`)."""
+    entry = ENVS.get(name)
+    return entry.load_builder()(config if config is not None else env_config(name), **kwargs)
+
+
+def make_vec_env(name: str, num_envs: int, config: Any = None, asynchronous: bool = False, **kwargs: Any):
+    """A gymnasium vector env of ``num_envs`` copies (``AsyncVectorEnv`` runs one process per env)."""
+    import gymnasium as gym
+
+    cfg = config if config is not None else env_config(name)
+    fns = [lambda: make_env(name, cfg, **kwargs) for _ in range(num_envs)]
+    if asynchronous:
+        # The instruction (a Text space) has no shared-memory layout; observations travel by pipe.
+        return gym.vector.AsyncVectorEnv(fns, shared_memory=False)
+    return gym.vector.SyncVectorEnv(fns)
+
+
+__all__ = ["ENVS", "FrankaTaskConfig", "env_config", "make_env", "make_vec_env"]

@@ -1,0 +1,235 @@
+"""Scripted experts for the embedded Franka tasks.
+
+Each expert is a small closed-loop state machine over the observation (``observation.state`` and
+``observation.environment_state``) that emits ``ee_delta`` actions; it re-plans from what it sees
+every step, so a slipped grasp or a drifting cube is recovered rather than replayed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from robolearn import types
+from robolearn.envs.config import FrankaTaskConfig
+from robolearn.envs.franka.controller import quat_to_rotvec
+from robolearn.envs.franka.mjcf import CUBE_HALF
+
+OPEN, CLOSE = -1.0, 1.0
+GRASP_Z = 0.025
+"""TCP height for grasping a cube resting on the table (pads just clear the table)."""
+
+
+def _quat_to_mat(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = q
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def _mat_to_quat(m: np.ndarray) -> np.ndarray:
+    w = math.sqrt(max(1.0 + m[0, 0] + m[1, 1] + m[2, 2], 1e-12)) / 2
+    if w > 1e-3:
+        return np.array([w, (m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), (m[1, 0] - m[0, 1]) / (4 * w)])
+    i = int(np.argmax(np.diag(m)))
+    j, k = (i + 1) % 3, (i + 2) % 3
+    s = math.sqrt(max(1.0 + m[i, i] - m[j, j] - m[k, k], 1e-12)) * 2
+    q = np.empty(4)
+    q[0] = (m[k, j] - m[j, k]) / s
+    q[1 + i] = s / 4
+    q[1 + j] = (m[j, i] + m[i, j]) / s
+    q[1 + k] = (m[k, i] + m[i, k]) / s
+    return q
+
+
+def cube_yaw(quat: np.ndarray) -> float:
+    """Yaw of a cube folded into [-pi/4, pi/4] (a cube looks the same every quarter turn)."""
+    w, x, y, z = quat
+    yaw = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    return (yaw + math.pi / 4) % (math.pi / 2) - math.pi / 4
+
+
+class ScriptedExpert:
+    """Base: phase bookkeeping and the pose servo shared by every task."""
+
+    def __init__(self, config: FrankaTaskConfig, gain: float = 0.9, noise: float = 0.0, seed: int | None = None):
+        if config.control_mode != "ee_delta":
+            raise ValueError("scripted experts emit ee_delta actions; set control_mode: ee_delta")
+        self.cfg = config
+        self.gain = gain
+        self.noise = noise
+        self.rng = np.random.default_rng(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        self.phase = 0
+        self.timer = 0
+
+    def _goto(self, phase: int) -> None:
+        self.phase, self.timer = phase, 0
+
+    def servo(self, state: np.ndarray, target: np.ndarray, yaw: float, grip: float, speed: float = 1.0) -> np.ndarray:
+        """Action that moves the TCP toward ``target`` (3,) pointing down with hand yaw ``yaw``."""
+        tcp, rot = state[15:18], _quat_to_mat(state[18:22])
+        c, s = math.cos(yaw), math.sin(yaw)
+        desired = np.array([[c, s, 0.0], [s, -c, 0.0], [0.0, 0.0, -1.0]])  # Rz(yaw) @ diag(1, -1, -1)
+        rot_err = quat_to_rotvec(_mat_to_quat(desired @ rot.T))
+        act = np.empty(7)
+        act[:3] = np.clip(self.gain * (target - tcp) / self.cfg.max_ee_step, -speed, speed)
+        act[3:6] = np.clip(self.gain * rot_err / self.cfg.max_ee_rot_step, -1.0, 1.0)
+        act[6] = grip
+        if self.noise:
+            act[:6] += self.rng.normal(0.0, self.noise, 6)
+        return np.clip(act, -1.0, 1.0).astype(np.float32)
+
+    def __call__(self, obs: dict) -> np.ndarray:
+        self.timer += 1
+        return self.act(np.asarray(obs[types.OBS_STATE], np.float64), np.asarray(obs[types.OBS_ENV_STATE], np.float64))
+
+    def act(self, state: np.ndarray, env: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(type(self).__name__)
+
+
+def _near(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
+    return bool(np.linalg.norm(a - b) < tol)
+
+
+class ReachExpert(ScriptedExpert):
+    def act(self, state, env):
+        return self.servo(state, env[:3], 0.0, OPEN)
+
+
+class PickExpert(ScriptedExpert):
+    """Grasp ``cube_a`` (env[:7]) then hand over to :meth:`after_grasp`. Phases 0-3 are the pick."""
+
+    lift_z = 0.25
+
+    def act(self, state, env):
+        tcp, width = state[15:18], state[14]
+        cube = env[:3]
+        yaw = cube_yaw(env[3:7])
+        hover = np.array([cube[0], cube[1], cube[2] + 0.08])
+        grasp = np.array([cube[0], cube[1], max(cube[2] + 0.005, GRASP_Z)])
+        if self.phase == 0:  # hover above the cube, open, aligned
+            if _near(tcp[:2], cube[:2], 0.012) and abs(tcp[2] - hover[2]) < 0.03:
+                self._goto(1)
+            return self.servo(state, hover, yaw, OPEN)
+        if self.phase == 1:  # descend
+            if _near(tcp, grasp, 0.01):
+                self._goto(2)
+            if not _near(tcp[:2], cube[:2], 0.03):
+                self._goto(0)
+            return self.servo(state, grasp, yaw, OPEN, speed=0.6)
+        if self.phase == 2:  # close
+            if self.timer > 10:
+                self._goto(3)
+            return self.servo(state, grasp, yaw, CLOSE)
+        held = _near(tcp, cube, 0.035) and width > 0.02
+        if not held:
+            self._goto(0)
+            return self.servo(state, hover, yaw, OPEN)
+        return self.after_grasp(state, env, tcp, yaw)
+
+    def after_grasp(self, state, env, tcp, yaw):
+        target = np.array([tcp[0], tcp[1], self.lift_z])
+        return self.servo(state, target, yaw, CLOSE, speed=0.6)
+
+
+class PlaceExpert(PickExpert):
+    """Pick ``cube_a``, carry it above ``place_xy`` and set it down at ``place_z`` (TCP height)."""
+
+    def place_target(self, env) -> tuple[np.ndarray, float]:
+        raise NotImplementedError(type(self).__name__)
+
+    def act(self, state, env):
+        if self.phase >= 5:
+            return self.release(state, env)
+        return super().act(state, env)
+
+    def after_grasp(self, state, env, tcp, yaw):
+        xy, place_z = self.place_target(env)
+        carry_z = place_z + 0.06
+        if self.phase == 3:  # lift and carry
+            target = np.array([xy[0], xy[1], carry_z])
+            if tcp[2] < carry_z - 0.03:
+                target[:2] = tcp[:2]  # clear the table before moving sideways
+            if _near(tcp[:2], xy, 0.008) and abs(tcp[2] - carry_z) < 0.02:
+                self._goto(4)
+            return self.servo(state, target, yaw, CLOSE, speed=0.7)
+        target = np.array([xy[0], xy[1], place_z])  # phase 4: lower
+        if abs(tcp[2] - place_z) < 0.006:
+            self._goto(5)
+        return self.servo(state, target, yaw, CLOSE, speed=0.4)
+
+    def release(self, state, env):
+        tcp = state[15:18]
+        if self.phase == 5:
+            if self.timer > 6:
+                self._goto(6)
+            return self.servo(state, tcp, cube_yaw(env[3:7]), OPEN, speed=0.0)
+        return self.servo(state, np.array([tcp[0], tcp[1], tcp[2] + 0.05]), cube_yaw(env[3:7]), OPEN, speed=0.5)
+
+
+class PickPlaceExpert(PlaceExpert):
+    def place_target(self, env):
+        return env[7:9], GRASP_Z + 0.01
+
+
+class StackExpert(PlaceExpert):
+    def place_target(self, env):
+        base = env[7:10]
+        return base[:2], base[2] + 2 * CUBE_HALF + 0.008
+
+
+class PushExpert(ScriptedExpert):
+    """Push ``cube_a`` toward the goal with the closed gripper, steering onto the cube-goal line every
+    step; back off and re-approach when the cube slips sideways off the pusher."""
+
+    push_z = 0.021
+    contact = CUBE_HALF + 0.011
+    """TCP-to-cube-centre distance at contact (cube half edge + pad half depth)."""
+
+    def act(self, state, env):
+        tcp = state[15:18]
+        cube, goal = env[:2], env[7:9]
+        to_goal = goal - cube
+        u = to_goal / max(float(np.linalg.norm(to_goal)), 1e-6)
+        yaw = (math.atan2(u[1], u[0]) + math.pi / 2) % math.pi - math.pi / 2
+        behind = cube - u * (self.contact + 0.025)
+        rel = cube - tcp[:2]
+        lateral = abs(u[0] * rel[1] - u[1] * rel[0])
+        if self.phase == 0:  # rise, then hover over the pre-push point
+            if tcp[2] < 0.07 and not _near(tcp[:2], behind, 0.03):
+                return self.servo(state, np.array([tcp[0], tcp[1], 0.1]), yaw, CLOSE)
+            if _near(tcp[:2], behind, 0.01):
+                self._goto(1)
+            return self.servo(state, np.array([behind[0], behind[1], 0.1]), yaw, CLOSE)
+        if self.phase == 1:  # lower behind the cube
+            if abs(tcp[2] - self.push_z) < 0.008:
+                self._goto(2)
+            return self.servo(state, np.array([behind[0], behind[1], self.push_z]), yaw, CLOSE, speed=0.6)
+        if lateral > 0.025 or float(np.dot(rel, u)) < 0.015:  # lost the cube: back off and re-approach
+            self._goto(0)
+            return self.servo(state, np.array([tcp[0], tcp[1], 0.1]), yaw, CLOSE)
+        # Lead the cube along the line: a point just inside contact, behind the cube's current centre.
+        target = cube - u * (self.contact - 0.02)
+        return self.servo(state, np.array([target[0], target[1], self.push_z]), yaw, CLOSE, speed=0.35)
+
+
+EXPERTS: dict[str, type[ScriptedExpert]] = {
+    "reach": ReachExpert,
+    "lift": PickExpert,
+    "push": PushExpert,
+    "pick-place": PickPlaceExpert,
+    "stack": StackExpert,
+}
+
+
+def make_expert(config: FrankaTaskConfig, **kwargs) -> ScriptedExpert:
+    """The scripted expert for ``config.task``."""
+    return EXPERTS[config.task](config, **kwargs)
