@@ -24,8 +24,9 @@ _HELP = {
 }
 
 
-class UserError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
+from robolearn.errors import UserError  # noqa: E402  (re-exported: commands raise it)
+
+__all__ = ["UserError", "main"]
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:

@@ -109,7 +109,7 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "<dict>", prefix
     unknown = [k for k in data if k not in fields]
     if unknown:
         known = ", ".join(sorted(fields))
-        raise ConfigError(f"{source}: unknown key {prefix}{unknown[0]!r} (known keys: {known})")
+        raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}' (known keys: {known})")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}", source) for k, v in data.items()}
     return cls(**kwargs)
 

@@ -1,0 +1,1 @@
+"""One module per ``robolearn`` subcommand (see :mod:`robolearn.cli`)."""

@@ -1,0 +1,48 @@
+"""``robolearn bench NAME``: run a benchmark from the checkout's ``bench/`` folder.
+
+Benchmarks print figures and ratios against the peer measured in the same run; they are not tests.
+Each ``bench/<name>.py`` defines ``run(json_out=None, **kwargs) -> dict``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+from pathlib import Path
+
+from robolearn.cli import UserError
+
+BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
+BENCHMARKS = {
+    "sim": "env steps/s (state, 1 and 2 cameras) vs the raw physics limit and robosuite Lift",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", choices=sorted(BENCHMARKS), help="; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items()))
+    p.add_argument("--json", type=Path, help="write the figures here as JSON")
+    p.add_argument("--seconds", type=float, default=3.0, help="measuring time per figure (sim)")
+    p.add_argument("--tasks", default="franka-lift", help="sim: comma-separated env names")
+
+
+def load_bench(name: str):
+    """Import ``bench/<name>.py`` by path (``bench/`` is a folder of scripts, not a package)."""
+    path = BENCH_DIR / f"{name}.py"
+    if not path.is_file():
+        raise UserError(f"{path} not found: benchmarks run from a source checkout")
+    spec = importlib.util.spec_from_file_location(f"robolearn_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(args: argparse.Namespace) -> int:
+    # One thread per process for torch-based benchmarks; said in every figure they print.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    module = load_bench(args.name)
+    kwargs = {}
+    if args.name == "sim":
+        kwargs = {"tasks": tuple(t for t in args.tasks.split(",") if t), "seconds": args.seconds}
+    module.run(json_out=str(args.json) if args.json else None, **kwargs)
+    return 0
