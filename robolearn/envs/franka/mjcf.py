@@ -137,8 +137,8 @@ def scene_xml(arm: ArmDescription, spec: SceneSpec, physics_dt: float, image_siz
         objects.append(
             '<site name="goal" type="cylinder" pos="0.5 0 0.0005" size="0.05 0.0005" rgba="0 1 0 0.5" group="2"/>'
         )
-    front_pos = np.array([1.25, 0.0, 0.55])
-    front = _look_at_xyaxes(front_pos, np.array([0.5, 0.0, 0.05]))
+    front_pos = np.array([1.0, 0.0, 0.42])
+    front = _look_at_xyaxes(front_pos, np.array([0.45, 0.0, 0.08]))
     h, w = image_size
     return f"""<mujoco model="franka_{arm.name}">
   <compiler angle="radian" autolimits="true"/>
