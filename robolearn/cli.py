@@ -14,12 +14,20 @@ import sys
 COMMANDS: dict[str, str] = {
     "quickstart": "quickstart",
     "collect": "collect",
+    "convert": "convert",
+    "inspect": "inspect",
+    "train": "train",
+    "eval": "eval",
     "bench": "bench",
 }
 
 _HELP = {
     "quickstart": "run the main job end to end on the embedded default",
     "collect": "record scripted-expert or teleoperated episodes",
+    "convert": "convert datasets between LeRobot v3.0, zarr, robomimic HDF5 and ROS bags / MCAP",
+    "inspect": "validate a dataset and print its features, episodes and stats",
+    "train": "imitation-learn a policy from a dataset",
+    "eval": "closed-loop success rate of a checkpoint in simulation",
     "bench": "benchmarks against peers measured in the same run",
 }
 

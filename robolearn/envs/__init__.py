@@ -1,7 +1,8 @@
 """Env registry and factories.
 
-Registered here (light: config classes and import paths only):
-``franka-reach``, ``franka-lift``, ``franka-push``, ``franka-stack``, ``franka-pick-place``.
+Registered here (light: config classes and import paths only): the embedded tasks
+``franka-reach``, ``franka-lift``, ``franka-push``, ``franka-stack``, ``franka-pick-place``, and the
+optional adapters ``robosuite-*`` and ``metaworld-*`` (their packages import only when built).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from robolearn.config import from_dict, load_yaml, to_dict
 from robolearn.config.loader import apply_overrides
+from robolearn.envs.adapters import MetaWorldConfig, RobosuiteConfig
 from robolearn.envs.config import FrankaTaskConfig
 from robolearn.registry import ENVS
 
@@ -24,6 +26,15 @@ for _task, _desc in {
     "pick-place": "pick a cube and place it on a goal circle",
 }.items():
     ENVS.register(f"franka-{_task}", FrankaTaskConfig, _FRANKA_BUILDER, {"task": _task}, _desc)
+
+# Optional adapters (extras ``robosuite`` / ``metaworld``): same observation and action conventions.
+_RS = "robolearn.envs.adapters.robosuite_env:build"
+for _name, _task in {"lift": "Lift", "stack": "Stack", "pick-place-can": "PickPlaceCan",
+                     "nut-assembly-square": "NutAssemblySquare"}.items():  # fmt: skip
+    ENVS.register(f"robosuite-{_name}", RobosuiteConfig, _RS, {"task": _task}, f"robosuite 1.5.2 {_task}, Panda, OSC_POSE delta, 20 Hz")
+_MW = "robolearn.envs.adapters.metaworld_env:build"
+for _name in ("reach", "push", "pick-place"):
+    ENVS.register(f"metaworld-{_name}", MetaWorldConfig, _MW, {"task": f"{_name}-v3"}, f"Meta-World v3 {_name}, Sawyer, 4-D xyz+gripper action")
 
 
 def env_config(name: str, preset: str | Path | None = None, overrides: Iterable[str] = (), **fields: Any) -> Any:

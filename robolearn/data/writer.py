@@ -1,0 +1,392 @@
+"""Record episodes into a LeRobot v3.0 dataset, crash-safely.
+
+Commit protocol (one commit per ``save_episode``, or per ``commit_every`` episodes): every file that
+changes is rewritten under ``.robolearn_tmp/``, fsynced and renamed over its target, in this order:
+data parquet, videos, ``tasks.parquet``, episodes parquet, ``stats.json`` and, last, ``info.json``.
+``info.json``'s totals are the commit point: after a ``kill -9`` anything beyond them (rows, video
+time, episode rows, tasks, new files) is a leftover that :meth:`LeRobotWriter.open` cuts away.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from robolearn.data import layout, stats
+from robolearn.data.episodes import Cursor, EpisodeIndex, append_episode_rows, append_parquet, write_tasks
+from robolearn.data.errors import DatasetError
+from robolearn.data.fsio import atomic_path, new_tmp_path, write_json_atomic
+from robolearn.data.repair import repair
+from robolearn.data.video import ENCODERS, EpisodeVideoEncoder, encode_png, pick_encoder, remux, video_info
+from robolearn.types import EPISODE_INDEX, FRAME_INDEX, INDEX, TASK_INDEX, TIMESTAMP, FeatureSpec
+
+log = logging.getLogger(__name__)
+_MB = 1024**2
+
+
+@dataclass
+class _Saved:
+    """An episode saved by the user and waiting for the next commit."""
+
+    index: int
+    length: int
+    tasks: list[str]
+    table: pa.Table
+    videos: dict[str, Path]
+    stats: dict[str, stats.Stats]
+
+
+class LeRobotWriter:
+    """Writes episodes frame by frame into a new or existing LeRobot v3.0 dataset.
+
+    ``features`` are the user features (bookkeeping columns are added); camera features are
+    ``FeatureSpec("video" | "image", (H, W, 3))`` and take uint8 frames; they are stored as mp4
+    (``use_videos=True``) or as PNG in the parquet files. ``vcodec=None`` picks libsvtav1, else
+    libx264. A commit rewrites the current data parquet file and remuxes (no re-encoding) the
+    current mp4 of each camera, as LeRobot does for its videos; ``commit_every > 1`` batches that
+    work for bulk conversion (a crash then also loses the saved-but-uncommitted episodes).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        fps: int,
+        features: dict[str, FeatureSpec],
+        robot_type: str | None = "franka",
+        use_videos: bool = True,
+        vcodec: str | None = None,
+        *,
+        chunks_size: int = layout.DEFAULT_CHUNK_SIZE,
+        data_files_size_in_mb: int = layout.DEFAULT_DATA_FILE_SIZE_IN_MB,
+        video_files_size_in_mb: int = layout.DEFAULT_VIDEO_FILE_SIZE_IN_MB,
+        commit_every: int = 1,
+    ):
+        root = Path(root)
+        if (root / layout.INFO_PATH).exists():
+            raise FileExistsError(f"{root} already holds a dataset; use LeRobotWriter.open() to append")
+        if root.exists() and any(p.name != ".robolearn_tmp" for p in root.iterdir()):
+            raise FileExistsError(f"{root} exists and is not empty")
+        info_features = layout.features_to_info(features, use_videos)
+        info = layout.new_info(
+            int(fps),
+            info_features,
+            robot_type=robot_type,
+            use_videos=use_videos,
+            chunks_size=chunks_size,
+            data_files_size_in_mb=data_files_size_in_mb,
+            video_files_size_in_mb=video_files_size_in_mb,
+        )
+        has_video = any(ft["dtype"] == "video" for ft in info_features.values())
+        for key, ft in info_features.items():
+            h, w = ft["shape"][:2] if ft["dtype"] == "video" else (4, 4)
+            if h % 2 or w % 2 or min(h, w) < 4:
+                raise ValueError(
+                    f"feature {key!r}: video frames must have even height and width >= 4, got {h}x{w}"
+                )
+        encoder = pick_encoder(vcodec) if has_video else None
+        root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(root, root / layout.INFO_PATH, info)
+        self._setup(root, info, encoder, commit_every, EpisodeIndex.empty(), {}, None)
+        self.repairs: list[str] = []
+
+    @classmethod
+    def open(cls, root: str | Path, *, vcodec: str | None = None, commit_every: int = 1) -> LeRobotWriter:
+        """Append to an existing dataset, first repairing what an interrupted writer left behind.
+
+        The repair messages are logged and kept in ``writer.repairs``.
+        """
+        root = Path(root)
+        messages = repair(root)
+        info = layout.load_info(root)
+        index = EpisodeIndex.load(root)
+        encoder = None
+        vkeys = layout.video_keys(info)
+        if vkeys:
+            codec = info["features"][vkeys[0]].get("info", {}).get("video.codec")
+            encoder = pick_encoder(vcodec or ENCODERS.get(codec, codec))
+        stats_path = root / layout.STATS_PATH
+        running = stats.from_json(_read_json(stats_path)) if stats_path.exists() else None
+        tasks = dict(zip(index.tasks, range(len(index.tasks)), strict=True))
+        self = cls.__new__(cls)
+        self._setup(root, info, encoder, commit_every, index, tasks, running)
+        self.repairs = messages
+        return self
+
+    def _setup(self, root, info, encoder, commit_every, index, tasks, running) -> None:
+        self.root, self.info, self.fps = root, info, int(info["fps"])
+        self.features = {
+            k: layout.spec_from_info(ft) for k, ft in info["features"].items() if k not in layout.BOOKKEEPING
+        }
+        self._video_keys = [k for k, s in self.features.items() if s.dtype == "video"]
+        self._encoder = encoder
+        self._commit_every = max(1, int(commit_every))
+        self._schema = layout.data_schema(info["features"])
+        self._tasks: dict[str, int] = tasks
+        self._stats = running
+        self._index = index
+        self._num_episodes, self._num_frames = int(info["total_episodes"]), int(info["total_frames"])
+        self._data = index.cursor("data")
+        self._meta = index.cursor("meta")
+        self._vids = {k: index.cursor(f"videos/{k}") for k in self._video_keys}
+        self._pending: list[_Saved] = []
+        self._closed = self._failed = False
+        self._reset_buffer()
+
+    # ------------------------------------------------------------------ recording
+    def _reset_buffer(self) -> None:
+        self._buf: dict[str, list] = {k: [] for k, s in self.features.items() if s.dtype != "video"}
+        self._buf_tasks: list[str] = []
+        self._encoders: dict[str, EpisodeVideoEncoder] = {}
+        self._img_stats = {
+            k: stats.ImageStats() for k, s in self.features.items() if s.dtype in layout.VISUAL_DTYPES
+        }
+
+    @property
+    def num_episodes(self) -> int:
+        """Episodes saved so far (committed or waiting for the next commit)."""
+        return self._num_episodes
+
+    @property
+    def num_frames(self) -> int:
+        return self._num_frames
+
+    @property
+    def episode_frames(self) -> int:
+        """Frames added to the open episode."""
+        return len(self._buf_tasks)
+
+    def add_frame(self, frame: dict[str, np.ndarray | float], task: str) -> None:
+        """Append one frame of the open episode; ``frame`` holds every user feature, nothing else."""
+        if self._closed or self._failed:
+            raise RuntimeError(
+                "writer is finalized" if self._closed else "an earlier commit failed; reopen the dataset"
+            )
+        if not isinstance(task, str) or not task:
+            raise ValueError(f"task must be a non-empty string, got {task!r}")
+        missing, extra = set(self.features) - set(frame), set(frame) - set(self.features)
+        if missing or extra:
+            raise ValueError(f"frame keys mismatch: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        n = len(self._buf_tasks)
+        for key, spec in self.features.items():
+            value = np.asarray(frame[key])
+            if spec.dtype in layout.VISUAL_DTYPES:
+                self._add_image(key, spec, value, n)
+                continue
+            if value.shape != tuple(spec.shape) and not (spec.shape == (1,) and value.shape == ()):
+                raise ValueError(
+                    f"feature {key!r} frame {n}: shape {value.shape}, expected {tuple(spec.shape)}"
+                )
+            value = value.astype(spec.dtype, copy=False)
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                raise ValueError(f"feature {key!r} frame {n}: non-finite value {value.tolist()}")
+            self._buf[key].append(value.reshape(spec.shape))
+        self._buf_tasks.append(task)
+
+    def _add_image(self, key: str, spec: FeatureSpec, img: np.ndarray, n: int) -> None:
+        if img.dtype != np.uint8 or img.shape != tuple(spec.shape):
+            raise ValueError(
+                f"feature {key!r} frame {n}: expected uint8 {tuple(spec.shape)}, got {img.dtype} {img.shape}"
+            )
+        self._img_stats[key].update(img)
+        if spec.dtype == "image":
+            self._buf[key].append(encode_png(img))
+            return
+        enc = self._encoders.get(key)
+        if enc is None:
+            path = new_tmp_path(self.root, f"episode-{self._num_episodes:06d}-{key}.mp4")
+            enc = self._encoders[key] = EpisodeVideoEncoder(
+                path, self.fps, self._encoder, spec.shape[1], spec.shape[0]
+            )
+        enc.add(img)
+
+    def discard_episode(self) -> None:
+        """Drop the open episode's frames."""
+        for enc in self._encoders.values():
+            enc.abort()
+        self._reset_buffer()
+
+    def save_episode(self) -> int:
+        """Close the open episode; returns its index. It is on disk once committed (see ``commit_every``)."""
+        n = len(self._buf_tasks)
+        if n == 0:
+            raise ValueError("save_episode(): the episode has no frames")
+        ep = self._num_episodes
+        videos = {}
+        for key, enc in self._encoders.items():
+            written = enc.close()
+            if written != n:
+                raise RuntimeError(f"video {key!r}: encoded {written} frames, episode has {n}")
+            videos[key] = enc.path
+        for task in self._buf_tasks:
+            self._tasks.setdefault(task, len(self._tasks))
+        columns = {
+            key: (np.stack(v) if v and not isinstance(v[0], bytes) else v) for key, v in self._buf.items()
+        }
+        frame_index = np.arange(n, dtype=np.int64)
+        columns[TIMESTAMP] = (frame_index / self.fps).astype(np.float32)
+        columns[FRAME_INDEX] = frame_index
+        columns[EPISODE_INDEX] = np.full(n, ep, dtype=np.int64)
+        columns[INDEX] = np.arange(self._num_frames, self._num_frames + n, dtype=np.int64)
+        columns[TASK_INDEX] = np.array([self._tasks[t] for t in self._buf_tasks], dtype=np.int64)
+        ep_stats = {}
+        for key, ft in self.info["features"].items():
+            if ft["dtype"] in layout.VISUAL_DTYPES:
+                ep_stats[key] = self._img_stats[key].result()
+            else:
+                ep_stats[key] = stats.numeric_stats(columns[key])
+        table = layout.episode_table(columns, self._schema)
+        tasks = list(dict.fromkeys(self._buf_tasks))
+        self._pending.append(_Saved(ep, n, tasks, table, videos, ep_stats))
+        self._num_episodes += 1
+        self._num_frames += n
+        self._encoders = {}
+        self._reset_buffer()
+        if len(self._pending) >= self._commit_every:
+            self.commit()
+        return ep
+
+    # ------------------------------------------------------------------ committing
+    def commit(self) -> None:
+        """Write every saved episode to disk (no-op when none waits).
+
+        If it fails midway the writer refuses further work: reopen the dataset with
+        :meth:`open`, which cuts what the failed commit left behind.
+        """
+        if self._failed:
+            raise RuntimeError(f"{self.root}: an earlier commit failed; reopen with LeRobotWriter.open()")
+        if not self._pending:
+            return
+        try:
+            self._commit()
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _commit(self) -> None:
+        pending, info, root = self._pending, self.info, self.root
+        rows = [{"episode_index": p.index, "tasks": p.tasks, "length": p.length} for p in pending]
+        self._commit_data(pending, rows)
+        for key in self._video_keys:
+            self._commit_video(key, pending, rows)
+        for row, p in zip(rows, pending, strict=True):
+            row.update(stats.flatten_episode(p.stats))
+        if len(self._tasks) > int(info["total_tasks"]):
+            write_tasks(root, list(self._tasks))
+        append_episode_rows(root, self._meta, rows, self._index, self._chunks, self._limit("data"))
+        for p in pending:
+            self._stats = stats.merge(self._stats, p.stats)
+        write_json_atomic(root, root / layout.STATS_PATH, stats.to_json(self._stats))
+        info["total_episodes"] = self._index.num_episodes
+        info["total_frames"] = self._index.num_frames
+        info["total_tasks"] = len(self._tasks)
+        info["splits"] = {"train": f"0:{info['total_episodes']}"}
+        _before_commit_point()
+        write_json_atomic(root, root / layout.INFO_PATH, info)  # the commit point
+        for p in pending:
+            for path in p.videos.values():
+                path.unlink(missing_ok=True)
+        self._pending = []
+
+    @property
+    def _chunks(self) -> int:
+        return int(self.info["chunks_size"])
+
+    def _limit(self, kind: str) -> float:
+        return float(self.info[f"{kind}_files_size_in_mb"]) * _MB
+
+    def _commit_data(self, pending: list[_Saved], rows: list[dict]) -> None:
+        cur, groups = self._data, _Groups()
+        start = self._index.num_frames
+        for p, row in zip(pending, rows, strict=True):
+            per_frame = cur.nbytes / cur.items if cur.items else p.table.nbytes / p.length
+            cur.rollover(per_frame * p.length, self._limit("data"), self._chunks)
+            groups.add(cur, p.table)
+            row.update(
+                {
+                    "data/chunk_index": cur.chunk,
+                    "data/file_index": cur.file,
+                    "dataset_from_index": start,
+                    "dataset_to_index": start + p.length,
+                }
+            )
+            start += p.length
+            cur.used, cur.items, cur.nbytes = True, cur.items + p.length, cur.nbytes + per_frame * p.length
+        for (chunk, file, existed), tables in groups:
+            target = self.root / layout.data_relpath(self.info, chunk, file)
+            append_parquet(self.root, target, tables, self._schema, existing=existed)
+            cur.nbytes = float(target.stat().st_size)  # the last group is the current file
+
+    def _commit_video(self, key: str, pending: list[_Saved], rows: list[dict]) -> None:
+        cur, groups = self._vids[key], _Groups()
+        for p, row in zip(pending, rows, strict=True):
+            size = p.videos[key].stat().st_size
+            cur.rollover(size, self._limit("video"), self._chunks)
+            groups.add(cur, (p.videos[key], row))
+            cur.used, cur.nbytes = True, cur.nbytes + size
+        for (chunk, file, existed), items in groups:
+            target = self.root / layout.video_relpath(self.info, key, chunk, file)
+            with atomic_path(self.root, target) as tmp:
+                bounds = remux(([target] if existed else []) + [path for path, _ in items], tmp)
+            bounds = bounds[len(bounds) - len(items) - 1 :]  # skip the episodes already in the file
+            for i, (_, row) in enumerate(items):
+                row.update(
+                    {
+                        f"videos/{key}/chunk_index": chunk,
+                        f"videos/{key}/file_index": file,
+                        f"videos/{key}/from_timestamp": bounds[i],
+                        f"videos/{key}/to_timestamp": bounds[i + 1],
+                    }
+                )
+            cur.nbytes = float(target.stat().st_size)
+        if "info" not in self.info["features"][key]:
+            row = rows[0]
+            first = layout.video_relpath(
+                self.info, key, row[f"videos/{key}/chunk_index"], row[f"videos/{key}/file_index"]
+            )
+            self.info["features"][key]["info"] = video_info(self.root / first)
+
+    # ------------------------------------------------------------------ closing
+    def finalize(self) -> None:
+        """Commit what was saved; an open, unsaved episode is discarded (with a warning)."""
+        if self._closed or self._failed:
+            self._closed = True
+            return
+        if self._buf_tasks:
+            log.warning(
+                "finalize(): discarding the open episode (%d frames never saved)", len(self._buf_tasks)
+            )
+            self.discard_episode()
+        self.commit()
+        self._closed = True
+
+    def __enter__(self) -> LeRobotWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.finalize()
+
+
+def _before_commit_point() -> None:
+    """Hook run just before ``info.json`` is replaced; crash tests patch it to ``kill -9`` there."""
+
+
+class _Groups(list):
+    """Consecutive items grouped by the (chunk, file, existed) they go to."""
+
+    def add(self, cur: Cursor, item) -> None:
+        key = (cur.chunk, cur.file, cur.used)
+        if not self or self[-1][0] != key:
+            self.append((key, []))
+        self[-1][1].append(item)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"invalid JSON: {exc}", file=str(path)) from exc

@@ -1,0 +1,117 @@
+"""The HTML run report: PNG plots (training curve, success rate, latency) and rollout videos.
+
+A report is a list of sections; later stages (RL fine-tuning, steering) append their own.
+Everything is written into one folder with relative links, so it can be zipped or served as is.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@dataclass
+class Section:
+    title: str
+    text: str = ""
+    images: list[str] = field(default_factory=list)
+    """File names (PNG) inside the report folder."""
+    videos: list[str] = field(default_factory=list)
+    """File names (MP4) inside the report folder."""
+    table: dict[str, str] = field(default_factory=dict)
+
+
+def plot_training_curve(rows: list[dict[str, Any]], path: Path) -> Path:
+    train = [(r["step"], r["loss_avg"]) for r in rows if "loss_avg" in r]
+    val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Training curve")
+    return _save(fig, path)
+
+
+def plot_success(labels: list[str], rates: list[float], cis: list[tuple[float, float]], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    lows = [100 * (r - lo) for r, (lo, _) in zip(rates, cis)]
+    highs = [100 * (hi - r) for r, (_, hi) in zip(rates, cis)]
+    ax.bar(labels, [100 * r for r in rates], yerr=[lows, highs], capsize=6, color="#3a7dc9")
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("success rate (%)")
+    ax.set_title("Closed-loop success (95% Wilson interval)")
+    for i, r in enumerate(rates):
+        ax.text(i, 100 * r + 2, f"{100 * r:.0f}%", ha="center")
+    return _save(fig, path)
+
+
+def plot_latency(latency_ms: dict[str, float], path: Path, title: str = "Policy latency per call") -> Path:
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    keys = [k for k in ("p50", "p99") if k in latency_ms]
+    ax.bar(keys, [latency_ms[k] for k in keys], color="#d9822b")
+    for i, k in enumerate(keys):
+        ax.text(i, latency_ms[k], f"{latency_ms[k]:.2f} ms", ha="center", va="bottom")
+    ax.set_ylabel("ms")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(folder: str | Path, title: str, sections: list[Section]) -> Path:
+    """Write ``folder/index.html`` (atomically) linking the sections' files, which must be in ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}"
+        "img,video{max-width:100%;border:1px solid #ddd;margin:.5em 0}table{border-collapse:collapse}"
+        "td{padding:.2em .8em;border-bottom:1px solid #eee}h2{margin-top:1.6em}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    for s in sections:
+        parts.append(f"<section><h2>{html.escape(s.title)}</h2>")
+        if s.text:
+            parts.append(f"<p>{html.escape(s.text)}</p>")
+        if s.table:
+            rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in s.table.items())
+            parts.append(f"<table>{rows}</table>")
+        for img in s.images:
+            parts.append(f"<img src='{html.escape(img)}' alt='{html.escape(Path(img).stem)}'>")
+        for vid in s.videos:
+            parts.append(f"<video controls muted loop playsinline preload='auto' src='{html.escape(vid)}'></video>")
+        parts.append("</section>")
+    parts.append("</body></html>")
+    tmp = folder / ".index.html.tmp"
+    tmp.write_text("\n".join(parts))
+    os.replace(tmp, folder / "index.html")
+    return folder / "index.html"
+
+
+def copy_into(folder: Path, src: str | Path) -> str:
+    """Copy ``src`` into the report folder; returns its name there."""
+    src = Path(src)
+    shutil.copyfile(src, folder / src.name)
+    return src.name

@@ -1,0 +1,1 @@
+"""Building blocks shared by the policies. Light at import: torch modules live in submodules."""

@@ -1,0 +1,1 @@
+"""diffusion policy: ``config`` (light) and ``model`` (torch)."""

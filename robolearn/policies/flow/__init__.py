@@ -1,0 +1,1 @@
+"""flow policy: ``config`` (light) and ``model`` (torch)."""

@@ -1,0 +1,1 @@
+"""mlp policy: ``config`` (light) and ``model`` (torch)."""

@@ -1,0 +1,1 @@
+"""Imitation training: one trainer for every registered policy (accelerate-based)."""

@@ -1,0 +1,286 @@
+"""The imitation trainer: any registered policy, any LeRobot v3.0 dataset, one loop.
+
+Built on ``accelerate``: the same code runs in one process, several CPU processes or GPUs, and
+several nodes (``accelerate launch -m robolearn.cli train ...``). Each step draws its batch from a
+deterministic, seed-derived order, so resuming from ``RUN/checkpoints/STEP`` continues the same
+loss curve exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from robolearn.config import ConfigError, from_dict, to_dict
+from robolearn.train.config import TrainConfig
+from robolearn.train.state import STATE_DIR, latest_checkpoint, load_training_state, save_training_state
+
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "norm_stats.json")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the message names the step and the batch."""
+
+
+@dataclass
+class TrainSummary:
+    run: Path
+    steps: int
+    final_loss: float
+    seconds: float
+    checkpoint: Path
+
+
+class StepBatchSampler(torch.utils.data.Sampler):
+    """Batches for steps ``[start, total)``: step s takes positions [s·G, (s+1)·G) of a stream of
+    per-epoch permutations seeded by (seed, epoch); process ``rank`` keeps its slice of each."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int, rank: int = 0, world: int = 1):
+        self.n, self.bs, self.seed, self.start, self.total = n, batch_size, seed, start, total
+        self.rank, self.world = rank, world
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
+        return self._perms[epoch]
+
+    def indices(self, step: int) -> list[int]:
+        g = self.bs * self.world
+        pos = np.arange(step * g, (step + 1) * g)[self.rank * self.bs : (self.rank + 1) * self.bs]
+        return [int(self._perm(int(p // self.n))[p % self.n]) for p in pos]
+
+    def __iter__(self):
+        for step in range(self.start, self.total):
+            yield self.indices(step)
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start)
+
+
+def build_policy(cfg: TrainConfig, features: dict, stats: dict | None, source: str):
+    """The policy named in ``cfg`` with its config checked strictly (errors name ``source``)."""
+    import robolearn.policies  # noqa: F401  (registers policies)
+    from robolearn.registry import POLICIES
+
+    try:
+        entry = POLICIES.get(cfg.policy)
+    except KeyError as exc:
+        raise ConfigError(f"{source}: policy: {exc.args[0]}") from None
+    pcfg = from_dict(entry.config_cls, cfg.policy_config, source=source, prefix="policy_config.")
+    return entry.load_builder()(pcfg, features=features, stats=stats)
+
+
+class _LossModule(torch.nn.Module):
+    """``forward(batch) -> (loss, metrics)`` so DDP sees a forward call (gradient sync needs it)."""
+
+    def __init__(self, policy: torch.nn.Module):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.policy.compute_loss(batch)
+
+
+class Trainer:
+    """``Trainer(cfg, dataset, run).fit()``; see the module docstring."""
+
+    def __init__(self, cfg: TrainConfig, dataset: str | Path, run: str | Path, *, resume: bool = False,
+                 source: str = "<train config>", progress: bool = True):  # fmt: skip
+        from accelerate import Accelerator
+
+        from robolearn.data.reader import LeRobotReader
+        from robolearn.data.sampler import WindowedDataset, compute_stats, split_episodes
+
+        self.cfg, self.run_dir, self.progress = cfg, Path(run), progress
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        if cfg.eval_every and not cfg.eval_env:
+            raise ConfigError(f"{source}: eval_env: required when eval_every > 0")
+        self.start_step = 0
+        self._resume_from = latest_checkpoint(self.run_dir) if resume else None
+        if resume and self._resume_from is None:
+            raise FileNotFoundError(f"{self.run_dir}: --resume given but no checkpoints/STEP/{STATE_DIR} found")
+        if not resume and (self.run_dir / "checkpoints").exists():
+            raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose a new --out")
+
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        reader = LeRobotReader(dataset)
+        self.train_eps, self.val_eps = split_episodes(reader.num_episodes, cfg.val_fraction, cfg.seed)
+        stats = compute_stats(dataset, self.train_eps)
+        # Build (and so check) the policy against the dataset's features before any data work.
+        self.policy = build_policy(cfg, reader.features, stats, source)
+        self.policy.check_features({k: s.shape for k, s in reader.features.items()}, source=f"dataset {dataset}")
+        pc = self.policy.config
+        kwargs = dict(obs_horizon=pc.n_obs_steps, action_horizon=pc.horizon, obs_keys=list(self.policy.input_features))
+        self.train_set = WindowedDataset(dataset, episodes=self.train_eps, **kwargs)
+        self.val_set = WindowedDataset(dataset, episodes=self.val_eps, **kwargs) if self.val_eps else None
+        self.fps = reader.fps
+
+    # ------------------------------------------------------------------------------------------ setup
+    def _optim(self, policy):
+        from diffusers.optimization import get_scheduler
+        from diffusers.training_utils import EMAModel
+
+        cfg = self.cfg
+        opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        sched = get_scheduler("cosine", opt, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps)
+        ema = None
+        if cfg.ema_decay > 0:
+            ema = EMAModel(policy.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=0.75)
+        return opt, sched, ema
+
+    def _loader(self, start: int):
+        acc = self.accelerator
+        sampler = StepBatchSampler(len(self.train_set), self.cfg.batch_size, self.cfg.seed, start, self.cfg.steps,
+                                   acc.process_index, acc.num_processes)  # fmt: skip
+        # Its own generator: a DataLoader iterator otherwise draws its worker seed from the global RNG,
+        # which would shift the noise stream of a resumed run by one draw.
+        gen = torch.Generator().manual_seed(self.cfg.seed + start)
+        return torch.utils.data.DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.cfg.num_workers,
+                                           generator=gen)  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------ loop
+    def fit(self) -> TrainSummary:
+        from tqdm import tqdm
+
+        from robolearn.train.logging import MetricsLog
+
+        cfg, acc = self.cfg, self.accelerator
+        policy = self.policy.to(acc.device)
+        opt, sched, ema = self._optim(policy)
+        if ema is not None:
+            ema.to(acc.device)
+        if self._resume_from is not None:
+            self.start_step = load_training_state(self._resume_from / STATE_DIR, policy, opt, sched, ema)
+        model = acc.prepare(_LossModule(policy))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if acc.is_main_process:
+            (self.run_dir / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        log = MetricsLog(self.run_dir, enabled=acc.is_main_process, wandb=cfg.wandb, resume_step=self.start_step)
+        bar = tqdm(total=cfg.steps, initial=self.start_step, desc=f"train {cfg.policy}", unit="step",
+                   disable=not (self.progress and acc.is_main_process))  # fmt: skip
+        last_ckpt = self._resume_from
+        loss_value = float("nan")
+        started = time.perf_counter()
+        model.train()
+        window: list[float] = []
+        step = self.start_step
+        for batch in self._loader(self.start_step):
+            batch = {k: (v.to(acc.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            loss, metrics = model(batch)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                frames = batch["index"].tolist() if "index" in batch else "?"
+                eps = sorted({int(e) for e in batch["episode_index"].tolist()}) if "episode_index" in batch else "?"
+                raise TrainingDiverged(
+                    f"step {step + 1}: loss is {loss_value} on the batch of frames {frames} (episodes {eps}); "
+                    f"last good checkpoint: {last_ckpt or 'none yet'}"
+                )
+            acc.backward(loss)
+            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.step(model.parameters())
+            step += 1
+            window.append(loss_value)
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                row = {"step": step, "loss": loss_value, "loss_avg": float(np.mean(window)), "lr": sched.get_last_lr()[0]}
+                if grad_norm is not None:
+                    row["grad_norm"] = float(grad_norm)
+                row.update({f"train/{k}": float(v) for k, v in metrics.items()})
+                log.write(row)
+                bar.set_postfix(loss=f"{row['loss_avg']:.4f}")
+                window.clear()
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                with torch.random.fork_rng(devices=[]):
+                    self._validate(policy, ema, step, log)
+                last_ckpt = self._save(policy, opt, sched, ema, step)
+            if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+                with torch.random.fork_rng(devices=[]):
+                    self._periodic_eval(policy, ema, step, log)
+        bar.close()
+        log.close()
+        final = self.run_dir / "checkpoints" / str(step)
+        if acc.is_main_process:
+            for name in CHECKPOINT_FILES:
+                tmp = self.run_dir / f".{name}.tmp"
+                shutil.copyfile(final / name, tmp)
+                os.replace(tmp, self.run_dir / name)
+        return TrainSummary(self.run_dir, step, loss_value, time.perf_counter() - started, self.run_dir)
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _with_ema(self, policy, ema, fn):
+        """Run ``fn()`` with the EMA weights swapped in (restored afterwards)."""
+        if ema is None:
+            return fn()
+        ema.store(policy.parameters())
+        ema.copy_to(policy.parameters())
+        try:
+            return fn()
+        finally:
+            ema.restore(policy.parameters())
+
+    @torch.no_grad()
+    def _validate(self, policy, ema, step: int, log) -> None:
+        if self.val_set is None or not self.accelerator.is_main_process:
+            return
+        torch.manual_seed(self.cfg.seed + step)
+        loader = torch.utils.data.DataLoader(self.val_set, batch_size=self.cfg.batch_size, shuffle=False)
+
+        def run():
+            policy.eval()
+            losses = []
+            for i, batch in enumerate(loader):
+                if i >= 8:
+                    break
+                batch = {k: (v.to(self.accelerator.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+                losses.append(float(policy.compute_loss(batch)[0]))
+            policy.train()
+            return float(np.mean(losses)) if losses else float("nan")
+
+        log.write({"step": step, "val_loss": self._with_ema(policy, ema, run)})
+
+    def _periodic_eval(self, policy, ema, step: int, log) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        from robolearn.eval.evaluate import evaluate
+
+        def run():
+            res = evaluate(policy, self.cfg.eval_env, episodes=self.cfg.eval_episodes, progress=False)
+            policy.train()
+            return res
+
+        res = self._with_ema(policy, ema, run)
+        log.write({"step": step, "eval/success_rate": res.success_rate, "eval/ci95_low": res.ci95[0],
+                   "eval/ci95_high": res.ci95[1], "eval/latency_p50_ms": res.latency_ms["p50"]})  # fmt: skip
+
+    def _save(self, policy, opt, sched, ema, step: int) -> Path:
+        final = self.run_dir / "checkpoints" / str(step)
+        if not self.accelerator.is_main_process:
+            return final
+        tmp = self.run_dir / "checkpoints" / f".tmp-{step}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        self._with_ema(policy, ema, lambda: policy.save_pretrained(tmp))
+        save_training_state(tmp / STATE_DIR, policy, opt, sched, ema, step)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        return final
+
+
+def train(cfg: TrainConfig, dataset: str | Path, run: str | Path, resume: bool = False, **kwargs: Any) -> TrainSummary:
+    """Convenience wrapper: ``Trainer(...).fit()``."""
+    return Trainer(cfg, dataset, run, resume=resume, **kwargs).fit()
