@@ -108,7 +108,12 @@ def _print(report: dict) -> None:
         print("  robosuite not installed: no peer ratio (pip install 'robolearn[robosuite]')")
         return
     lift = next((r for r in report["tasks"] if r["task"] == "franka-lift"), report["tasks"][0])
-    for key, ours in (("robosuite_lift", "state_steps_per_s"), ("robosuite_lift_one_camera", "one_camera_steps_per_s")):
+    for key, ours in (
+        ("robosuite_lift", "state_steps_per_s"),
+        ("robosuite_lift_one_camera", "one_camera_steps_per_s"),
+    ):
         if key in peers:
             theirs = peers[key]["steps_per_s"]
-            print(f"  {key:<28} {theirs:8.1f} steps/s  -> robolearn {lift['task']} is {lift[ours] / theirs:.1f}x")
+            print(
+                f"  {key:<28} {theirs:8.1f} steps/s  -> robolearn {lift['task']} is {lift[ours] / theirs:.1f}x"
+            )

@@ -97,11 +97,24 @@ def test_import_datasets_resolves_to_hugging_face():
 
 
 def test_cli_help_lists_only_working_commands():
-    out = subprocess.run([sys.executable, "-m", "robolearn.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "robolearn.cli", "--help"], capture_output=True, text=True, check=True
+    )
     for cmd in ("quickstart", "collect", "bench"):
         assert cmd in out.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "robolearn.cli", "collect", "--env", "franka-nope", "--out", "/tmp/x", "--episodes", "1"],
+        [
+            sys.executable,
+            "-m",
+            "robolearn.cli",
+            "collect",
+            "--env",
+            "franka-nope",
+            "--out",
+            "/tmp/x",
+            "--episodes",
+            "1",
+        ],
         capture_output=True,
         text=True,
     )

@@ -16,13 +16,17 @@ from robolearn.cli import UserError
 BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
 BENCHMARKS = {
     "sim": "env steps/s (state, 1 and 2 cameras) vs the raw physics limit and robosuite Lift",
+    "data": "loader samples/s (1 process, 2 workers) vs lerobot and the raw PyAV floor; peak memory",
+    "infer": "policy latency per chunk, p50/p99, one thread (flow-1 state, flow-4 and DDIM-10 image)",
 }
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", choices=sorted(BENCHMARKS), help="; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items()))
+    p.add_argument(
+        "name", choices=sorted(BENCHMARKS), help="; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items())
+    )
     p.add_argument("--json", type=Path, help="write the figures here as JSON")
-    p.add_argument("--seconds", type=float, default=3.0, help="measuring time per figure (sim)")
+    p.add_argument("--seconds", type=float, help="measuring time per figure (sim, data)")
     p.add_argument("--tasks", default="franka-lift", help="sim: comma-separated env names")
 
 
@@ -41,8 +45,10 @@ def run(args: argparse.Namespace) -> int:
     # One thread per process for torch-based benchmarks; said in every figure they print.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     module = load_bench(args.name)
-    kwargs = {}
+    kwargs: dict = {} if args.seconds is None else {"seconds": args.seconds}
     if args.name == "sim":
-        kwargs = {"tasks": tuple(t for t in args.tasks.split(",") if t), "seconds": args.seconds}
+        kwargs["tasks"] = tuple(t for t in args.tasks.split(",") if t)
+    elif args.name == "infer":
+        kwargs.pop("seconds", None)
     module.run(json_out=str(args.json) if args.json else None, **kwargs)
     return 0

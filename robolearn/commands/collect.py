@@ -16,9 +16,13 @@ from robolearn.cli import UserError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default="franka-lift", help="registered env name (default: franka-lift)")
-    p.add_argument("--episodes", type=int, default=10, help="episodes to record (successful ones for experts)")
+    p.add_argument(
+        "--episodes", type=int, default=10, help="episodes to record (successful ones for experts)"
+    )
     p.add_argument("--out", required=True, type=Path, help="dataset folder (LeRobot v3.0)")
-    p.add_argument("--cameras", default="", help="comma-separated cameras to record as video, e.g. front,wrist")
+    p.add_argument(
+        "--cameras", default="", help="comma-separated cameras to record as video, e.g. front,wrist"
+    )
     p.add_argument("--image-size", default="96x96", help="HxW of every camera (default 96x96)")
     p.add_argument("--preset", type=Path, help="env preset YAML (e.g. envs/franka-lift.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -26,7 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="first episode seed; later episodes use seed+1, ...")
     p.add_argument("--workers", type=int, default=1, help="parallel expert processes")
     p.add_argument("--keep-failed", action="store_true", help="also save episodes the expert failed")
-    p.add_argument("--teleop", choices=["keyboard"], help="drive the arm from the keyboard instead of the expert")
+    p.add_argument(
+        "--teleop", choices=["keyboard"], help="drive the arm from the keyboard instead of the expert"
+    )
     p.add_argument("--json", type=Path, help='write {"episodes", "frames", "success_rate"} here')
 
 
@@ -44,7 +50,9 @@ def _config(args: argparse.Namespace):
 
     cams = tuple(c for c in args.cameras.split(",") if c)
     try:
-        return env_config(args.env, args.preset, args.overrides, cameras=cams, image_size=_parse_size(args.image_size))
+        return env_config(
+            args.env, args.preset, args.overrides, cameras=cams, image_size=_parse_size(args.image_size)
+        )
     except (ConfigError, KeyError) as exc:
         raise UserError(str(exc).strip("'\"")) from None
 
@@ -174,6 +182,9 @@ def run(args: argparse.Namespace) -> int:
         f"(expert success {100 * rate:.1f}% over {attempts} attempts, {time.perf_counter() - start:.1f}s)"
     )
     if saved < args.episodes and not args.teleop:
-        print(f"warning: only {saved}/{args.episodes} successful episodes after {attempts} attempts", file=sys.stderr)
+        print(
+            f"warning: only {saved}/{args.episodes} successful episodes after {attempts} attempts",
+            file=sys.stderr,
+        )
         return 1
     return 0

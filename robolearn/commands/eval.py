@@ -10,15 +10,21 @@ from robolearn.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder (a RUN or RUN/checkpoints/STEP)")
+    p.add_argument(
+        "--checkpoint", required=True, type=Path, help="checkpoint folder (a RUN or RUN/checkpoints/STEP)"
+    )
     p.add_argument("--env", default="franka-lift", help="registered env name")
     p.add_argument("--episodes", type=int, default=50)
-    p.add_argument("--num-envs", type=int, default=4, help="env copies stepped together (one batched policy call)")
+    p.add_argument(
+        "--num-envs", type=int, default=4, help="env copies stepped together (one batched policy call)"
+    )
     p.add_argument("--cameras", help="comma-separated cameras (default: those the policy consumes)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override an env config field")  # fmt: skip
     p.add_argument("--json", type=Path, help="write the results here")
-    p.add_argument("--video", type=Path, metavar="DIR", help="write MP4s of the first --video-episodes episodes here")
+    p.add_argument(
+        "--video", type=Path, metavar="DIR", help="write MP4s of the first --video-episodes episodes here"
+    )
     p.add_argument("--video-episodes", type=int, default=2)
     p.add_argument("--temporal-ensemble", type=float, metavar="M",
                    help="query every step and average overlapping chunks with weights exp(-M*i)")  # fmt: skip
@@ -42,7 +48,11 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
     image_keys = [k for k in policy.input_features if k.startswith(OBS_IMAGE_PREFIX)]
-    cams = tuple(c for c in args.cameras.split(",") if c) if args.cameras else tuple(k[len(OBS_IMAGE_PREFIX) :] for k in image_keys)
+    cams = (
+        tuple(c for c in args.cameras.split(",") if c)
+        if args.cameras
+        else tuple(k[len(OBS_IMAGE_PREFIX) :] for k in image_keys)
+    )
     fields = {"cameras": cams}
     if image_keys:
         c, h, w = policy.input_features[image_keys[0]]
@@ -58,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     out = result.to_json()
     summary = {k: out[k] for k in ("success_rate", "ci95", "episodes", "mean_return", "latency_ms")}
     if args.json:
-        args.json.write_text(json.dumps({**summary, "per_episode": out["per_episode"], "videos": out["videos"]}, indent=2))
+        args.json.write_text(
+            json.dumps({**summary, "per_episode": out["per_episode"], "videos": out["videos"]}, indent=2)
+        )
     lo, hi = result.ci95
     print(
         f"{args.env}: success {100 * result.success_rate:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] over {result.episodes} "

@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default="franka-lift")
     p.add_argument("--episodes", type=int, default=100, help="expert demos to collect")
-    p.add_argument("--preset", type=Path, default=ROOT / "policies" / "flow_state.yaml", help="training preset")
+    p.add_argument(
+        "--preset", type=Path, default=ROOT / "policies" / "flow_state.yaml", help="training preset"
+    )
     p.add_argument("--train-steps", type=int, help="override the preset's steps")
     p.add_argument("--eval-episodes", type=int, default=100)
     p.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="work folder (dataset, run)")
@@ -79,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     policy = load_policy(run_dir)
     videos = report_dir / "videos"
-    result = evaluate(policy, args.env, episodes=args.eval_episodes, num_envs=8, video_dir=videos, video_episodes=1)
+    result = evaluate(
+        policy, args.env, episodes=args.eval_episodes, num_envs=8, video_dir=videos, video_episodes=1
+    )
     lo, hi = result.ci95
     print(f"success {100 * result.success_rate:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]  latency p50 "
           f"{result.latency_ms['p50']:.2f} ms p99 {result.latency_ms['p99']:.2f} ms")  # fmt: skip
@@ -89,8 +93,12 @@ def run(args: argparse.Namespace) -> int:
     t = _stage("4/4 write the report")
     rows = read_metrics(run_dir)
     curve = rep.plot_training_curve(rows, report_dir / "training_curve.png")
-    succ = rep.plot_success([f"{cfg.policy} ({args.env})"], [result.success_rate], [result.ci95], report_dir / "success_rate.png")
-    lat = rep.plot_latency(result.latency_ms, report_dir / "latency.png", "Policy latency per call (1 thread)")
+    succ = rep.plot_success(
+        [f"{cfg.policy} ({args.env})"], [result.success_rate], [result.ci95], report_dir / "success_rate.png"
+    )
+    lat = rep.plot_latency(
+        result.latency_ms, report_dir / "latency.png", "Policy latency per call (1 thread)"
+    )
     timings["report"] = time.perf_counter() - t
     total = time.perf_counter() - start
     sections = [
@@ -106,5 +114,7 @@ def run(args: argparse.Namespace) -> int:
         rep.Section("Rollout", videos=[str(Path(v).relative_to(report_dir)) for v in result.videos]),
     ]  # fmt: skip
     index = rep.write_report(report_dir, "robolearn quickstart", sections)
-    print(f"\nquickstart done in {total / 60:.1f} min: success {100 * result.success_rate:.1f}% — report: {index.resolve()}")
+    print(
+        f"\nquickstart done in {total / 60:.1f} min: success {100 * result.success_rate:.1f}% — report: {index.resolve()}"
+    )
     return 0

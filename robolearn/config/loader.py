@@ -65,7 +65,10 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{source}: {key}: expected {len(args)} items, found {len(value)}")
-            items = [_coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args))]
+            items = [
+                _coerce(v, a, f"{key}[{i}]", source)
+                for i, (v, a) in enumerate(zip(value, args, strict=False))
+            ]
         else:
             arg = args[0] if args else Any
             items = [_coerce(v, arg, f"{key}[{i}]", source) for i, v in enumerate(value)]

@@ -31,13 +31,27 @@ for _task, _desc in {
 _RS = "robolearn.envs.adapters.robosuite_env:build"
 for _name, _task in {"lift": "Lift", "stack": "Stack", "pick-place-can": "PickPlaceCan",
                      "nut-assembly-square": "NutAssemblySquare"}.items():  # fmt: skip
-    ENVS.register(f"robosuite-{_name}", RobosuiteConfig, _RS, {"task": _task}, f"robosuite 1.5.2 {_task}, Panda, OSC_POSE delta, 20 Hz")
+    ENVS.register(
+        f"robosuite-{_name}",
+        RobosuiteConfig,
+        _RS,
+        {"task": _task},
+        f"robosuite 1.5.2 {_task}, Panda, OSC_POSE delta, 20 Hz",
+    )
 _MW = "robolearn.envs.adapters.metaworld_env:build"
 for _name in ("reach", "push", "pick-place"):
-    ENVS.register(f"metaworld-{_name}", MetaWorldConfig, _MW, {"task": f"{_name}-v3"}, f"Meta-World v3 {_name}, Sawyer, 4-D xyz+gripper action")
+    ENVS.register(
+        f"metaworld-{_name}",
+        MetaWorldConfig,
+        _MW,
+        {"task": f"{_name}-v3"},
+        f"Meta-World v3 {_name}, Sawyer, 4-D xyz+gripper action",
+    )
 
 
-def env_config(name: str, preset: str | Path | None = None, overrides: Iterable[str] = (), **fields: Any) -> Any:
+def env_config(
+    name: str, preset: str | Path | None = None, overrides: Iterable[str] = (), **fields: Any
+) -> Any:
     """The config of registered env ``name``: registry defaults, then YAML ``preset``, overrides, ``fields``."""
     entry = ENVS.get(name)
     data = to_dict(entry.default_config())

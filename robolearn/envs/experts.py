@@ -35,7 +35,9 @@ def _quat_to_mat(q: np.ndarray) -> np.ndarray:
 def _mat_to_quat(m: np.ndarray) -> np.ndarray:
     w = math.sqrt(max(1.0 + m[0, 0] + m[1, 1] + m[2, 2], 1e-12)) / 2
     if w > 1e-3:
-        return np.array([w, (m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), (m[1, 0] - m[0, 1]) / (4 * w)])
+        return np.array(
+            [w, (m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), (m[1, 0] - m[0, 1]) / (4 * w)]
+        )
     i = int(np.argmax(np.diag(m)))
     j, k = (i + 1) % 3, (i + 2) % 3
     s = math.sqrt(max(1.0 + m[i, i] - m[j, j] - m[k, k], 1e-12)) * 2
@@ -57,7 +59,9 @@ def cube_yaw(quat: np.ndarray) -> float:
 class ScriptedExpert:
     """Base: phase bookkeeping and the pose servo shared by every task."""
 
-    def __init__(self, config: FrankaTaskConfig, gain: float = 0.9, noise: float = 0.0, seed: int | None = None):
+    def __init__(
+        self, config: FrankaTaskConfig, gain: float = 0.9, noise: float = 0.0, seed: int | None = None
+    ):
         if config.control_mode != "ee_delta":
             raise ValueError("scripted experts emit ee_delta actions; set control_mode: ee_delta")
         self.cfg = config
@@ -73,7 +77,9 @@ class ScriptedExpert:
     def _goto(self, phase: int) -> None:
         self.phase, self.timer = phase, 0
 
-    def servo(self, state: np.ndarray, target: np.ndarray, yaw: float, grip: float, speed: float = 1.0) -> np.ndarray:
+    def servo(
+        self, state: np.ndarray, target: np.ndarray, yaw: float, grip: float, speed: float = 1.0
+    ) -> np.ndarray:
         """Action that moves the TCP toward ``target`` (3,) pointing down with hand yaw ``yaw``."""
         tcp, rot = state[15:18], _quat_to_mat(state[18:22])
         c, s = math.cos(yaw), math.sin(yaw)
@@ -89,7 +95,9 @@ class ScriptedExpert:
 
     def __call__(self, obs: dict) -> np.ndarray:
         self.timer += 1
-        return self.act(np.asarray(obs[types.OBS_STATE], np.float64), np.asarray(obs[types.OBS_ENV_STATE], np.float64))
+        return self.act(
+            np.asarray(obs[types.OBS_STATE], np.float64), np.asarray(obs[types.OBS_ENV_STATE], np.float64)
+        )
 
     def act(self, state: np.ndarray, env: np.ndarray) -> np.ndarray:
         raise NotImplementedError(type(self).__name__)
@@ -172,7 +180,9 @@ class PlaceExpert(PickExpert):
             if self.timer > 6:
                 self._goto(6)
             return self.servo(state, tcp, cube_yaw(env[3:7]), OPEN, speed=0.0)
-        return self.servo(state, np.array([tcp[0], tcp[1], tcp[2] + 0.05]), cube_yaw(env[3:7]), OPEN, speed=0.5)
+        return self.servo(
+            state, np.array([tcp[0], tcp[1], tcp[2] + 0.05]), cube_yaw(env[3:7]), OPEN, speed=0.5
+        )
 
 
 class PickPlaceExpert(PlaceExpert):

@@ -57,7 +57,9 @@ class Episode:
         return len(self.frames)
 
 
-def frame_from(obs: dict, action: np.ndarray, reward: float, done: bool, success: bool) -> dict[str, np.ndarray]:
+def frame_from(
+    obs: dict, action: np.ndarray, reward: float, done: bool, success: bool
+) -> dict[str, np.ndarray]:
     frame = {k: np.asarray(v) for k, v in obs.items() if k != types.TASK}
     frame[types.ACTION] = np.asarray(action, dtype=np.float32)
     frame[types.REWARD] = np.array([reward], dtype=np.float32)
@@ -66,7 +68,9 @@ def frame_from(obs: dict, action: np.ndarray, reward: float, done: bool, success
     return frame
 
 
-def rollout(env, policy: Callable[[dict], np.ndarray], seed: int, reset_policy: Callable[[], None] | None = None) -> Episode:
+def rollout(
+    env, policy: Callable[[dict], np.ndarray], seed: int, reset_policy: Callable[[], None] | None = None
+) -> Episode:
     """Run ``policy`` (obs -> action) for one episode from ``reset(seed=seed)`` and record every frame."""
     obs, _ = env.reset(seed=seed)
     if reset_policy is not None:

@@ -149,7 +149,7 @@ def evaluate(
                 t0 = time.perf_counter()
                 chunks = policy.predict_action_chunk(batch).cpu().numpy()
                 latencies.append(time.perf_counter() - t0)
-                for s, chunk in zip(need, chunks):
+                for s, chunk in zip(need, chunks, strict=False):
                     if temporal_ensemble is None:
                         s.queue.extend(chunk[start : start + n_exec])
                     else:

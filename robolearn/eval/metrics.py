@@ -23,4 +23,8 @@ def latency_summary(samples_s: list[float]) -> dict[str, float]:
     if not samples_s:
         return {"p50": float("nan"), "p99": float("nan"), "mean": float("nan")}
     ms = np.asarray(samples_s) * 1e3
-    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean())}
+    return {
+        "p50": float(np.percentile(ms, 50)),
+        "p99": float(np.percentile(ms, 99)),
+        "mean": float(ms.mean()),
+    }

@@ -35,9 +35,9 @@ def plot_training_curve(rows: list[dict[str, Any]], path: Path) -> Path:
     val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     if train:
-        ax.plot(*zip(*train), label="train loss")
+        ax.plot(*zip(*train, strict=False), label="train loss")
     if val:
-        ax.plot(*zip(*val), "o-", label="validation loss")
+        ax.plot(*zip(*val, strict=False), "o-", label="validation loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
@@ -49,8 +49,8 @@ def plot_training_curve(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def plot_success(labels: list[str], rates: list[float], cis: list[tuple[float, float]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
-    lows = [100 * (r - lo) for r, (lo, _) in zip(rates, cis)]
-    highs = [100 * (hi - r) for r, (_, hi) in zip(rates, cis)]
+    lows = [100 * (r - lo) for r, (lo, _) in zip(rates, cis, strict=False)]
+    highs = [100 * (hi - r) for r, (_, hi) in zip(rates, cis, strict=False)]
     ax.bar(labels, [100 * r for r in rates], yerr=[lows, highs], capsize=6, color="#3a7dc9")
     ax.set_ylim(0, 105)
     ax.set_ylabel("success rate (%)")
@@ -96,12 +96,16 @@ def write_report(folder: str | Path, title: str, sections: list[Section]) -> Pat
         if s.text:
             parts.append(f"<p>{html.escape(s.text)}</p>")
         if s.table:
-            rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in s.table.items())
+            rows = "".join(
+                f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in s.table.items()
+            )
             parts.append(f"<table>{rows}</table>")
         for img in s.images:
             parts.append(f"<img src='{html.escape(img)}' alt='{html.escape(Path(img).stem)}'>")
         for vid in s.videos:
-            parts.append(f"<video controls muted loop playsinline preload='auto' src='{html.escape(vid)}'></video>")
+            parts.append(
+                f"<video controls muted loop playsinline preload='auto' src='{html.escape(vid)}'></video>"
+            )
         parts.append("</section>")
     parts.append("</body></html>")
     tmp = folder / ".index.html.tmp"

@@ -32,7 +32,9 @@ def write_mp4(path: str | Path, frames: list[np.ndarray] | np.ndarray, fps: int)
         if codec == "libx264":
             stream.options = {"crf": "23", "preset": "veryfast", "movflags": "+faststart"}
         for img in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[: stream.height, : stream.width]), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(img[: stream.height, : stream.width]), format="rgb24"
+            )
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

@@ -44,7 +44,10 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 
 def save_training_state(folder: Path, model: torch.nn.Module, optimizer, scheduler, ema, step: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / "model_raw.safetensors"))
+    save_file(
+        {k: v.detach().contiguous() for k, v in model.state_dict().items()},
+        str(folder / "model_raw.safetensors"),
+    )
     opt_tensors, opt_meta = _flatten_optimizer(optimizer)
     save_file(opt_tensors, str(folder / "optimizer.safetensors"))
     rng = {"torch": torch.get_rng_state()}
@@ -57,7 +60,9 @@ def save_training_state(folder: Path, model: torch.nn.Module, optimizer, schedul
         "step": step,
         "optimizer": opt_meta,
         "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
-        "ema": None if ema is None else {"optimization_step": int(ema.optimization_step), "decay": float(ema.cur_decay_value or 0.0)},
+        "ema": None
+        if ema is None
+        else {"optimization_step": int(ema.optimization_step), "decay": float(ema.cur_decay_value or 0.0)},
         "python_random": _jsonable(random.getstate()),
         "numpy_random": [np_state[0], np_state[1].tolist(), *np_state[2:]],
     }
@@ -68,7 +73,9 @@ def load_training_state(folder: Path, model: torch.nn.Module, optimizer, schedul
     """Restore everything :func:`save_training_state` wrote; returns the step to continue from."""
     meta = json.loads((folder / "state.json").read_text())
     model.load_state_dict(load_file(str(folder / "model_raw.safetensors")))
-    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(folder / "optimizer.safetensors")), meta["optimizer"]))
+    optimizer.load_state_dict(
+        _unflatten_optimizer(load_file(str(folder / "optimizer.safetensors")), meta["optimizer"])
+    )
     # LambdaLR keeps its lambdas (plain functions, rebuilt from the config) out of the saved state.
     scheduler.load_state_dict({**meta["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
     if ema is not None and meta["ema"] is not None:

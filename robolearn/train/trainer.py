@@ -44,7 +44,9 @@ class StepBatchSampler(torch.utils.data.Sampler):
     """Batches for steps ``[start, total)``: step s takes positions [s·G, (s+1)·G) of a stream of
     per-epoch permutations seeded by (seed, epoch); process ``rank`` keeps its slice of each."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int, rank: int = 0, world: int = 1):
+    def __init__(
+        self, n: int, batch_size: int, seed: int, start: int, total: int, rank: int = 0, world: int = 1
+    ):
         self.n, self.bs, self.seed, self.start, self.total = n, batch_size, seed, start, total
         self.rank, self.world = rank, world
         self._perms: dict[int, np.ndarray] = {}
@@ -108,9 +110,13 @@ class Trainer:
         self.start_step = 0
         self._resume_from = latest_checkpoint(self.run_dir) if resume else None
         if resume and self._resume_from is None:
-            raise FileNotFoundError(f"{self.run_dir}: --resume given but no checkpoints/STEP/{STATE_DIR} found")
+            raise FileNotFoundError(
+                f"{self.run_dir}: --resume given but no checkpoints/STEP/{STATE_DIR} found"
+            )
         if not resume and (self.run_dir / "checkpoints").exists():
-            raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose a new --out")
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run; pass --resume to continue it or choose a new --out"
+            )
 
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -119,9 +125,13 @@ class Trainer:
         stats = compute_stats(dataset, self.train_eps)
         # Build (and so check) the policy against the dataset's features before any data work.
         self.policy = build_policy(cfg, reader.features, stats, source)
-        self.policy.check_features({k: s.shape for k, s in reader.features.items()}, source=f"dataset {dataset}")
+        self.policy.check_features(
+            {k: s.shape for k, s in reader.features.items()}, source=f"dataset {dataset}"
+        )
         pc = self.policy.config
-        kwargs = dict(obs_horizon=pc.n_obs_steps, action_horizon=pc.horizon, obs_keys=list(self.policy.input_features))
+        kwargs = dict(
+            obs_horizon=pc.n_obs_steps, action_horizon=pc.horizon, obs_keys=list(self.policy.input_features)
+        )
         self.train_set = WindowedDataset(dataset, episodes=self.train_eps, **kwargs)
         self.val_set = WindowedDataset(dataset, episodes=self.val_eps, **kwargs) if self.val_eps else None
         self.fps = reader.fps
@@ -132,7 +142,9 @@ class Trainer:
         from diffusers.training_utils import EMAModel
 
         cfg = self.cfg
-        opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(
+            policy.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+        )
         sched = get_scheduler("cosine", opt, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps)
         ema = None
         if cfg.ema_decay > 0:
@@ -166,7 +178,9 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if acc.is_main_process:
             (self.run_dir / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-        log = MetricsLog(self.run_dir, enabled=acc.is_main_process, wandb=cfg.wandb, resume_step=self.start_step)
+        log = MetricsLog(
+            self.run_dir, enabled=acc.is_main_process, wandb=cfg.wandb, resume_step=self.start_step
+        )
         bar = tqdm(total=cfg.steps, initial=self.start_step, desc=f"train {cfg.policy}", unit="step",
                    disable=not (self.progress and acc.is_main_process))  # fmt: skip
         last_ckpt = self._resume_from
@@ -181,7 +195,11 @@ class Trainer:
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 frames = batch["index"].tolist() if "index" in batch else "?"
-                eps = sorted({int(e) for e in batch["episode_index"].tolist()}) if "episode_index" in batch else "?"
+                eps = (
+                    sorted({int(e) for e in batch["episode_index"].tolist()})
+                    if "episode_index" in batch
+                    else "?"
+                )
                 raise TrainingDiverged(
                     f"step {step + 1}: loss is {loss_value} on the batch of frames {frames} (episodes {eps}); "
                     f"last good checkpoint: {last_ckpt or 'none yet'}"
@@ -197,7 +215,12 @@ class Trainer:
             window.append(loss_value)
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
-                row = {"step": step, "loss": loss_value, "loss_avg": float(np.mean(window)), "lr": sched.get_last_lr()[0]}
+                row = {
+                    "step": step,
+                    "loss": loss_value,
+                    "loss_avg": float(np.mean(window)),
+                    "lr": sched.get_last_lr()[0],
+                }
                 if grad_norm is not None:
                     row["grad_norm"] = float(grad_norm)
                 row.update({f"train/{k}": float(v) for k, v in metrics.items()})
@@ -246,7 +269,9 @@ class Trainer:
             for i, batch in enumerate(loader):
                 if i >= 8:
                     break
-                batch = {k: (v.to(self.accelerator.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+                batch = {
+                    k: (v.to(self.accelerator.device) if torch.is_tensor(v) else v) for k, v in batch.items()
+                }
                 losses.append(float(policy.compute_loss(batch)[0]))
             policy.train()
             return float(np.mean(losses)) if losses else float("nan")
@@ -281,6 +306,8 @@ class Trainer:
         return final
 
 
-def train(cfg: TrainConfig, dataset: str | Path, run: str | Path, resume: bool = False, **kwargs: Any) -> TrainSummary:
+def train(
+    cfg: TrainConfig, dataset: str | Path, run: str | Path, resume: bool = False, **kwargs: Any
+) -> TrainSummary:
     """Convenience wrapper: ``Trainer(...).fit()``."""
     return Trainer(cfg, dataset, run, resume=resume, **kwargs).fit()

@@ -10,8 +10,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from robolearn.envs.adapters import MetaWorldConfig, RobosuiteConfig
 from robolearn.envs import ENVS
+from robolearn.envs.adapters import MetaWorldConfig, RobosuiteConfig
 from robolearn.registry import Registry
 from robolearn.types import OBS_ENV_STATE, OBS_STATE, TASK, image_key
 

@@ -43,7 +43,9 @@ def test_create_reset_step_spaces(env_name):
     # The TCP stays inside the workspace box (the target is clipped to it every step).
     cfg = env.config
     tcp = obs[types.OBS_STATE][15:18]
-    assert np.all(tcp > np.array(cfg.workspace_low) - 0.03) and np.all(tcp < np.array(cfg.workspace_high) + 0.03)
+    assert np.all(tcp > np.array(cfg.workspace_low) - 0.03) and np.all(
+        tcp < np.array(cfg.workspace_high) + 0.03
+    )
     del rng
     env.close()
 
@@ -64,7 +66,7 @@ def test_seeded_determinism(env_name):
     task_b, b = run(11)
     task_c, c = run(12)
     assert task_a == task_b
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(a[0], c[0]), "different seeds must randomize the scene"
 

@@ -54,7 +54,9 @@ def test_evaluate_counts_seeds_and_writes_videos(tiny_run, tmp_path):
 def test_temporal_ensembling_runs(tiny_run):
     from robolearn.policies import load_policy
 
-    res = evaluate(load_policy(tiny_run), "franka-lift", episodes=1, num_envs=1, temporal_ensemble=0.1, progress=False)
+    res = evaluate(
+        load_policy(tiny_run), "franka-lift", episodes=1, num_envs=1, temporal_ensemble=0.1, progress=False
+    )
     assert res.policy_calls == res.per_episode[0].length  # one query per step
 
 
@@ -67,7 +69,22 @@ def test_env_feature_mismatch_fails_before_rollout(tiny_run):
 
 def test_eval_cli_json(tiny_run, tmp_path):
     out = tmp_path / "eval.json"
-    assert main(["eval", "--checkpoint", str(tiny_run), "--env", "franka-lift", "--episodes", "2", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(tiny_run),
+                "--env",
+                "franka-lift",
+                "--episodes",
+                "2",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     data = json.loads(out.read_text())
     assert set(data) >= {"success_rate", "ci95", "episodes", "mean_return", "latency_ms"}
     assert data["episodes"] == 2 and set(data["latency_ms"]) >= {"p50", "p99"}

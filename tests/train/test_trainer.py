@@ -80,7 +80,9 @@ def test_nan_loss_stops_with_step_and_batch_and_keeps_checkpoint(lift_dataset, t
         return (loss * float("nan") if calls["n"] == 5 else loss), metrics
 
     monkeypatch.setattr(trainer.policy, "compute_loss", poisoned)
-    with pytest.raises(TrainingDiverged, match=r"step 5: loss is nan on the batch of frames \[.*episodes") as err:
+    with pytest.raises(
+        TrainingDiverged, match=r"step 5: loss is nan on the batch of frames \[.*episodes"
+    ) as err:
         trainer.fit()
     assert "checkpoints/3" in str(err.value)
     assert (run / "checkpoints" / "3" / "model.safetensors").is_file()
@@ -98,7 +100,13 @@ def test_unknown_policy_field_names_key_and_source(lift_dataset, tmp_path):
     from robolearn.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"recipe.yaml: unknown key 'policy_config.horizn'"):
-        Trainer(_cfg(policy_config={"horizn": 3}), lift_dataset, tmp_path / "r", source="recipe.yaml", progress=False)
+        Trainer(
+            _cfg(policy_config={"horizn": 3}),
+            lift_dataset,
+            tmp_path / "r",
+            source="recipe.yaml",
+            progress=False,
+        )
 
 
 def test_step_batch_sampler_is_a_pure_function_of_step():

@@ -42,7 +42,9 @@ def load_arm(name: str = "fr3") -> ArmDescription:
     """Read ``hardware/franka/<name>.yaml``; errors name the file and the missing field."""
     path = HARDWARE_DIR / "franka" / f"{name}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"arm description {path} not found (robolearn must run from a source checkout)")
+        raise FileNotFoundError(
+            f"arm description {path} not found (robolearn must run from a source checkout)"
+        )
     raw = yaml.safe_load(path.read_text())
     try:
         j = raw["joints"]

@@ -74,7 +74,9 @@ class FrankaEnv(gym.Env):
             raise ValueError(f"unknown camera {bad[0]!r}; available: {CAMERAS}")
         self.arm: ArmDescription = load_arm(cfg.hardware)
         self.task = TASKS[cfg.task](dict(cfg.extra))
-        self.model = mujoco.MjModel.from_xml_string(scene_xml(self.arm, self.task.spec, cfg.physics_dt, cfg.image_size))
+        self.model = mujoco.MjModel.from_xml_string(
+            scene_xml(self.arm, self.task.spec, cfg.physics_dt, cfg.image_size)
+        )
         self.data = mujoco.MjData(self.model)
         self.task.bind(self.model)
         self.n_substeps = max(1, round(1.0 / (cfg.control_hz * cfg.physics_dt)))

@@ -39,7 +39,9 @@ class SceneHandles:
 
         self.cube_qpos = {c: model.jnt_qposadr[jid(f"{c}_joint")] for c in spec.cubes}
         self.cube_qvel = {c: model.jnt_dofadr[jid(f"{c}_joint")] for c in spec.cubes}
-        self.cube_geom = {c: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"{c}_geom") for c in spec.cubes}
+        self.cube_geom = {
+            c: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"{c}_geom") for c in spec.cubes
+        }
         site = mujoco.mjtObj.mjOBJ_SITE
         self.target_site = mujoco.mj_name2id(model, site, "target") if spec.target_site else -1
         self.goal_site = mujoco.mj_name2id(model, site, "goal") if spec.goal_pad else -1
@@ -84,7 +86,9 @@ class Task(ABC):
     def __init__(self, extra: dict[str, float]):
         unknown = set(extra) - set(self.knobs)
         if unknown:
-            raise ValueError(f"task {self.name!r}: unknown extra key {sorted(unknown)[0]!r} (known: {sorted(self.knobs)})")
+            raise ValueError(
+                f"task {self.name!r}: unknown extra key {sorted(unknown)[0]!r} (known: {sorted(self.knobs)})"
+            )
         self.params = {**self.knobs, **extra}
         self.h: SceneHandles | None = None
         self.state = TaskState()
@@ -95,15 +99,16 @@ class Task(ABC):
         self.h = SceneHandles(model, self.spec)
         self.model = model
 
-    def _place_cube(self, data: mujoco.MjData, cube: str, xy: np.ndarray, quat: np.ndarray, colour: str) -> None:
+    def _place_cube(
+        self, data: mujoco.MjData, cube: str, xy: np.ndarray, quat: np.ndarray, colour: str
+    ) -> None:
         a = self.h.cube_qpos[cube]
         data.qpos[a : a + 3] = (xy[0], xy[1], CUBE_HALF)
         data.qpos[a + 3 : a + 7] = quat
         self.model.geom_rgba[self.h.cube_geom[cube]] = COLOURS[colour]
 
     @abstractmethod
-    def sample(self, rng: np.random.Generator, data: mujoco.MjData) -> None:
-        ...
+    def sample(self, rng: np.random.Generator, data: mujoco.MjData) -> None: ...
 
     @abstractmethod
     def env_state(self, data: mujoco.MjData, out: np.ndarray) -> None:
@@ -111,17 +116,15 @@ class Task(ABC):
         ...
 
     @abstractmethod
-    def success(self, data: mujoco.MjData, tcp: np.ndarray, width: float) -> bool:
-        ...
+    def success(self, data: mujoco.MjData, tcp: np.ndarray, width: float) -> bool: ...
 
     @abstractmethod
-    def dense_reward(self, data: mujoco.MjData, tcp: np.ndarray, width: float) -> float:
-        ...
+    def dense_reward(self, data: mujoco.MjData, tcp: np.ndarray, width: float) -> float: ...
 
 
 def _dist(a: np.ndarray, b: np.ndarray) -> float:
     """Euclidean distance of two short vectors (cheaper than np.linalg.norm on the hot path)."""
-    return math.sqrt(sum((float(x) - float(y)) ** 2 for x, y in zip(a, b)))
+    return math.sqrt(sum((float(x) - float(y)) ** 2 for x, y in zip(a, b, strict=False)))
 
 
 def _reach_term(d: float) -> float:
@@ -194,7 +197,9 @@ class _GoalTask(Task):
         self._place_cube(data, "cube_a", cube_xy, _random_yaw_quat(rng), _NAMES[i])
         self.model.site_pos[self.h.goal_site, :2] = goal_xy
         self.model.site_rgba[self.h.goal_site] = COLOURS[_NAMES[j]][:3] + (0.5,)
-        self.state = TaskState(f"{self.verb} the {_NAMES[i]} cube to the {_NAMES[j]} circle", (_NAMES[i], _NAMES[j]))
+        self.state = TaskState(
+            f"{self.verb} the {_NAMES[i]} cube to the {_NAMES[j]} circle", (_NAMES[i], _NAMES[j])
+        )
 
     def env_state(self, data, out):
         out[:7] = self.h.cube_pose(data, "cube_a")
@@ -261,7 +266,9 @@ class StackTask(Task):
     def success(self, data, tcp, width):
         a, b = self.h.cube_pose(data, "cube_a"), self.h.cube_pose(data, "cube_b")
         on_top = abs(a[2] - b[2] - 2 * CUBE_HALF) < 0.008
-        return bool(np.linalg.norm(a[:2] - b[:2]) < self.params["success_xy"] and on_top and width > OPEN_WIDTH)
+        return bool(
+            np.linalg.norm(a[:2] - b[:2]) < self.params["success_xy"] and on_top and width > OPEN_WIDTH
+        )
 
     def dense_reward(self, data, tcp, width):
         a, b = self.h.cube_pose(data, "cube_a"), self.h.cube_pose(data, "cube_b")
