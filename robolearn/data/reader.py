@@ -54,7 +54,9 @@ class _DataFile:
 
     def __init__(self, path: Path, first_index: int):
         self.path = path
-        self.pf = pq.ParquetFile(path, memory_map=True)
+        # Plain reads, not a memory map: mapped pages would count against the process's memory for
+        # datasets larger than RAM; the decoded row-group cache is what makes access fast.
+        self.pf = pq.ParquetFile(path, memory_map=False)
         sizes = [self.pf.metadata.row_group(i).num_rows for i in range(self.pf.num_row_groups)]
         self.starts = first_index + np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 

@@ -224,11 +224,14 @@ class VideoDecoder:
         self.seek_gap_frames = seek_gap_frames
         self._open: OrderedDict[str, tuple] = OrderedDict()
         self._pid = os.getpid()
+        # One reusable swscale context: building a converter per frame cost most of a sample's time.
+        self._reformatter = av.video.reformatter.VideoReformatter()
 
     def _container(self, path: Path) -> tuple:
         if os.getpid() != self._pid:  # forked: never touch the parent's file offsets
             self._open = OrderedDict()
             self._pid = os.getpid()
+            self._reformatter = av.video.reformatter.VideoReformatter()
         key = str(path)
         entry = self._open.get(key)
         if entry is None:
@@ -273,7 +276,7 @@ class VideoDecoder:
                 )
             if t < targets[i] - tol:
                 continue
-            img = frame.to_ndarray(format="rgb24")
+            img = self._reformatter.reformat(frame, format="rgb24").to_ndarray()
             while i < len(targets) and abs(t - targets[i]) <= tol:
                 found[targets[i]] = img
                 i += 1

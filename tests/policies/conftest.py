@@ -14,6 +14,9 @@ from robolearn.registry import POLICIES
 from robolearn.types import ACTION, OBS_STATE, FeatureSpec, image_key
 
 torch.set_num_threads(1)
+# Captured at import: several folders have a module named ``conftest``, so sys.modules["conftest"]
+# later points at whichever was imported last.
+_THIS = sys.modules[__name__]
 
 DS, DA, TO, H, N_EXEC = 4, 3, 2, 8, 4
 IMG = (3, 16, 16)
@@ -130,4 +133,4 @@ def variant(request):
 def fakes():
     """This module: constants and helpers (``make_batch``, ``tiny_policy``, ...). Test modules get them
     through this fixture because several test folders have a ``conftest`` module."""
-    return sys.modules[__name__]
+    return _THIS
