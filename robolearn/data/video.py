@@ -209,6 +209,10 @@ def decode_image(data: bytes) -> np.ndarray:
         return next(container.decode(video=0)).to_ndarray(format="rgb24")
 
 
+_FORK_ORPHANS: list = []
+"""Objects inherited across ``fork`` that must not be freed in the child (see VideoDecoder)."""
+
+
 class VideoDecoder:
     """Decodes frames by timestamp, keeping files open between calls.
 
@@ -231,6 +235,9 @@ class VideoDecoder:
         if os.getpid() != self._pid:  # forked: never touch the parent's file offsets
             self._open = OrderedDict()
             self._pid = os.getpid()
+            # The parent's swscale context owns worker threads that do not exist in this child:
+            # freeing it here would join them forever, so it is parked (never freed) and replaced.
+            _FORK_ORPHANS.append(self._reformatter)
             self._reformatter = av.video.reformatter.VideoReformatter()
         key = str(path)
         entry = self._open.get(key)
