@@ -19,7 +19,9 @@ def _collect(*args, stdin=None):
 
 def test_expert_collect_writes_lerobot_and_json(tmp_path):
     out, js = tmp_path / "ds", tmp_path / "c.json"
-    res = _collect("--env", "franka-reach", "--episodes", "3", "--out", str(out), "--json", str(js), "--workers", "2")
+    res = _collect(
+        "--env", "franka-reach", "--episodes", "3", "--out", str(out), "--json", str(js), "--workers", "2"
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads(js.read_text())
     reader = LeRobotReader(out)
@@ -59,7 +61,9 @@ def test_keyboard_teleop_driven_through_stdin(tmp_path):
     out = tmp_path / "tele"
     # Episode 1: 6 moves toward +y then save; episode 2: discarded; episode 3: 3 steps then end of input.
     keys = "dddddd\n" + "ww x" + "rrr\n"
-    res = _collect("--env", "franka-lift", "--teleop", "keyboard", "--episodes", "5", "--out", str(out), stdin=keys)
+    res = _collect(
+        "--env", "franka-lift", "--teleop", "keyboard", "--episodes", "5", "--out", str(out), stdin=keys
+    )
     assert res.returncode == 0, res.stderr
     reader = LeRobotReader(out)
     assert reader.num_episodes == 2

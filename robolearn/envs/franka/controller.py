@@ -54,6 +54,9 @@ class DiffIKController:
         self._jac = np.zeros((6, model.nv))
         self._jac_arm = self._jac[:, :7]
         self._lambda = damping**2 * np.eye(6)
+        self._gram = np.zeros((6, 6))
+        self._sol_task = np.zeros(6)
+        self._sol_posture = np.zeros(6)
         self.posture_gain = posture_gain
         self.rest = arm.q_home.copy()
         margin = 0.02
@@ -66,9 +69,16 @@ class DiffIKController:
         jac = self._jac_arm
         q = self.data.qpos[:7]
         posture = self.posture_gain * (self.rest - q)
-        # One solve for both right-hand sides: the task twist and the posture pull's task-space part.
-        sol = np.linalg.solve(jac @ jac.T + self._lambda, np.stack((twist, jac @ posture), axis=1))
-        dq = jac.T @ (sol[:, 0] - sol[:, 1]) + posture
+        # (J J^T + λ²I) is symmetric positive definite: one Cholesky factorization in MuJoCo's C
+        # routines serves both right-hand sides (the task twist and the posture pull's task part),
+        # at a fraction of numpy.linalg.solve's per-call overhead.
+        gram = self._gram
+        np.matmul(jac, jac.T, out=gram)
+        gram += self._lambda
+        mujoco.mju_cholFactor(gram, 0.0)
+        mujoco.mju_cholSolve(self._sol_task, gram, twist)
+        mujoco.mju_cholSolve(self._sol_posture, gram, jac @ posture)
+        dq = jac.T @ (self._sol_task - self._sol_posture) + posture
         return self.limit(q, dq)
 
     def limit(self, q: np.ndarray, dq: np.ndarray) -> np.ndarray:

@@ -6,8 +6,10 @@ then advances the physics with one ``mj_step(nstep=k)`` call so the substeps sta
 
 from __future__ import annotations
 
+import atexit
 import os
 import string
+import weakref
 from functools import lru_cache
 from typing import Any
 
@@ -58,6 +60,24 @@ def ready_posture(arm_name: str) -> tuple[float, ...]:
         twist = np.concatenate([READY_TCP - data.site_xpos[site], quat_to_rotvec(quat)])
         data.qpos[:7] = ik.solve(twist)
     return tuple(float(q) for q in data.qpos[:7])
+
+
+_RENDERING_ENVS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _close_renderers() -> None:
+    """Free GL contexts at exit, before mujoco's EGL display is terminated (errors otherwise)."""
+    for env in list(_RENDERING_ENVS):
+        env.close()
+
+
+def _track_renderer(env: FrankaEnv) -> None:
+    # Registered after the first Renderer exists, i.e. after mujoco.egl registered its own
+    # eglTerminate hook: atexit runs last-in first-out, so ours runs first.
+    if not _RENDERING_ENVS:
+        atexit.unregister(_close_renderers)
+        atexit.register(_close_renderers)
+    _RENDERING_ENVS.add(env)
 
 
 class FrankaEnv(gym.Env):
@@ -141,14 +161,14 @@ class FrankaEnv(gym.Env):
     def step(self, action):
         act = self._check_action(action)
         clipped_act = np.minimum(np.maximum(act, self._act_low), self._act_high)
-        action_clipped = not np.array_equal(clipped_act, act)
+        action_clipped = bool((clipped_act != act).any())
         d = self.data
         ws_clipped = False
         if self._ee_mode:
             tcp = d.site_xpos[self._tcp]
             target = tcp + clipped_act[:3] * self._ee_step
             bounded = np.minimum(np.maximum(target, self._ws_low), self._ws_high)
-            ws_clipped = not np.array_equal(bounded, target)
+            ws_clipped = bool((bounded != target).any())
             self._twist[:3] = bounded - tcp
             self._twist[3:] = clipped_act[3:6] * self._rot_step
             d.ctrl[:7] = self._ik.solve(self._twist)
@@ -211,6 +231,7 @@ class FrankaEnv(gym.Env):
         if self._renderer is None:
             h, w = self.config.image_size
             self._renderer = mujoco.Renderer(self.model, h, w)
+            _track_renderer(self)
         self._renderer.update_scene(self.data, camera=camera)
         return self._renderer.render()
 
@@ -220,6 +241,7 @@ class FrankaEnv(gym.Env):
             return None
         if self._video_renderer is None:
             self._video_renderer = mujoco.Renderer(self.model, 240, 320)
+            _track_renderer(self)
         self._video_renderer.update_scene(self.data, camera="front")
         return self._video_renderer.render()
 

@@ -144,7 +144,7 @@ def scene_xml(arm: ArmDescription, spec: SceneSpec, physics_dt: float, image_siz
   <compiler angle="radian" autolimits="true"/>
   <option timestep="{physics_dt}" integrator="implicitfast" cone="elliptic" impratio="10"/>
   <visual>
-    <quality shadowsize="0" offsamples="0"/>
+    <quality shadowsize="0" offsamples="0" numslices="12" numstacks="8" numquads="1"/>
     <global offwidth="{max(w, 640)}" offheight="{max(h, 480)}"/>
   </visual>
   <statistic center="0.45 0 0.2" extent="0.9"/>

@@ -124,7 +124,7 @@ class Task(ABC):
 
 def _dist(a: np.ndarray, b: np.ndarray) -> float:
     """Euclidean distance of two short vectors (cheaper than np.linalg.norm on the hot path)."""
-    return math.sqrt(sum((float(x) - float(y)) ** 2 for x, y in zip(a, b, strict=False)))
+    return math.dist(a, b)
 
 
 def _reach_term(d: float) -> float:
