@@ -8,6 +8,7 @@ every step, so a slipped grasp or a drifting cube is recovered rather than repla
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def cube_yaw(quat: np.ndarray) -> float:
     return (yaw + math.pi / 4) % (math.pi / 2) - math.pi / 4
 
 
-class ScriptedExpert:
+class ScriptedExpert(ABC):
     """Base: phase bookkeeping and the pose servo shared by every task."""
 
     def __init__(
@@ -99,8 +100,9 @@ class ScriptedExpert:
             np.asarray(obs[types.OBS_STATE], np.float64), np.asarray(obs[types.OBS_ENV_STATE], np.float64)
         )
 
+    @abstractmethod
     def act(self, state: np.ndarray, env: np.ndarray) -> np.ndarray:
-        raise NotImplementedError(type(self).__name__)
+        """Action (7,) from the robot state (22,) and the task's environment state."""
 
 
 def _near(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
@@ -151,8 +153,9 @@ class PickExpert(ScriptedExpert):
 class PlaceExpert(PickExpert):
     """Pick ``cube_a``, carry it above ``place_xy`` and set it down at ``place_z`` (TCP height)."""
 
+    @abstractmethod
     def place_target(self, env) -> tuple[np.ndarray, float]:
-        raise NotImplementedError(type(self).__name__)
+        """Where to set the held cube down: (xy (2,), TCP height)."""
 
     def act(self, state, env):
         if self.phase >= 5:

@@ -11,6 +11,7 @@ float in [0, 1] (uint8 accepted), ``action`` (B, H, Da) raw units, ``action_is_p
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,7 +36,7 @@ from robolearn.types import ACTION, is_image_key
 Batch = Mapping[str, Any]
 
 
-class Policy(nn.Module):
+class Policy(nn.Module, ABC):
     """Base class: normalization, observation encoding, chunk execution, checkpoints.
 
     Subclasses set ``name`` (the registry name) and implement :meth:`compute_loss` and
@@ -128,9 +129,9 @@ class Policy(nn.Module):
         return self.obs_encoder(self._normalized_obs(obs))
 
     # ----------------------------------------------------------------------------- training
+    @abstractmethod
     def compute_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """Scalar training loss and float metrics for one batch."""
-        raise NotImplementedError
 
     def _normalized_action(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Action (B, H, Da) normalized, and the padding mask (B, H) or None."""
@@ -145,9 +146,9 @@ class Policy(nn.Module):
         return self.normalizer.normalize(ACTION, action), is_pad
 
     # ----------------------------------------------------------------------------- inference
+    @abstractmethod
     def _sample(self, cond: torch.Tensor, noise: torch.Tensor | None, **kwargs: Any) -> torch.Tensor:
         """Observation features (N, To, Do) -> normalized action chunks (N, H, Da)."""
-        raise NotImplementedError
 
     def _noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         shape = (n, self.config.horizon, self.config.action_dim)
