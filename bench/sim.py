@@ -69,7 +69,9 @@ def measure_task(task: str, seconds: float = 2.0) -> dict:
 def run(json_out: str | None = None, tasks: tuple[str, ...] = ("franka-lift",), seconds: float = 2.0) -> dict:
     """Measure ``tasks`` (and robosuite Lift when installed); print a table; optionally write JSON."""
     report: dict = {"tasks": [measure_task(t, seconds) for t in tasks], "peers": {}}
-    sim_peers = _load_sibling("sim_peers")
+    from robolearn.commands.bench import load_bench
+
+    sim_peers = load_bench("sim_peers", required=False)
     if sim_peers is not None:
         for cam in (False, True):
             res = sim_peers.measure_robosuite_lift(seconds=seconds, camera=cam)
@@ -79,19 +81,6 @@ def run(json_out: str | None = None, tasks: tuple[str, ...] = ("franka-lift",), 
     if json_out:
         Path(json_out).write_text(json.dumps(report, indent=2))
     return report
-
-
-def _load_sibling(name: str):
-    """``bench/<name>.py`` next to this file, or None when it is absent."""
-    import importlib.util
-
-    path = Path(__file__).with_name(f"{name}.py")
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location(f"robolearn_bench_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _print(report: dict) -> None:

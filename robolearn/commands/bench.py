@@ -30,10 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", default="franka-lift", help="sim: comma-separated env names")
 
 
-def load_bench(name: str):
-    """Import ``bench/<name>.py`` by path (``bench/`` is a folder of scripts, not a package)."""
+def load_bench(name: str, required: bool = True):
+    """Import ``bench/<name>.py`` by path (``bench/`` is a folder of scripts, not a package);
+    None when it is absent and not ``required``."""
     path = BENCH_DIR / f"{name}.py"
     if not path.is_file():
+        if not required:
+            return None
         raise UserError(f"{path} not found: benchmarks run from a source checkout")
     spec = importlib.util.spec_from_file_location(f"robolearn_bench_{name}", path)
     module = importlib.util.module_from_spec(spec)

@@ -56,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
     t = _stage(f"1/4 collect {args.episodes} scripted demos on {args.env}")
     have = LeRobotReader(dataset).num_episodes if (dataset / "meta" / "info.json").exists() else 0
     if have < args.episodes:
+        # Resuming an interrupted collection: episode i used seed i (the lift expert does not fail).
         ns = argparse.Namespace(env=args.env, episodes=args.episodes - have, out=dataset, cameras="", image_size="96x96",
-                                preset=None, overrides=[], seed=have * 7, workers=1, keep_failed=False, teleop=None,
+                                preset=None, overrides=[], seed=have, workers=1, keep_failed=False, teleop=None,
                                 json=args.out / "collect.json")  # fmt: skip
         if collect_cmd.run(ns) != 0:
             raise UserError("the scripted expert failed to produce enough demos")

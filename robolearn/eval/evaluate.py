@@ -20,6 +20,7 @@ import torch
 from robolearn import types
 from robolearn.eval import EVAL_SEED_BASE
 from robolearn.eval.metrics import latency_summary, wilson_interval
+from robolearn.eval.video import write_mp4
 
 
 @dataclass
@@ -169,8 +170,6 @@ def evaluate(
                 if s.frames is not None:
                     tag = "success" if info["is_success"] else "failure"
                     path = Path(video_dir) / f"{env_name}_seed{s.seed}_{tag}.mp4"
-                    from robolearn.eval.video import write_mp4
-
                     videos.append(str(write_mp4(path, s.frames, fps)))
                 if started < episodes:
                     s.start(next(seeds), keys, record and started < video_episodes)

@@ -24,14 +24,6 @@ def quat_to_rotvec(q: np.ndarray) -> np.ndarray:
     return q[1:] * (2.0 * np.arctan2(s, w) / s)
 
 
-def rotvec_to_quat(v: np.ndarray) -> np.ndarray:
-    angle = float(np.linalg.norm(v))
-    if angle < 1e-12:
-        return np.array([1.0, 0.5 * v[0], 0.5 * v[1], 0.5 * v[2]])
-    axis = v / angle
-    return np.concatenate([[np.cos(angle / 2)], np.sin(angle / 2) * axis])
-
-
 class DiffIKController:
     """One damped-least-squares step with a null-space pull toward a rest posture.
 

@@ -21,9 +21,9 @@ import numpy as np  # noqa: E402
 
 from robolearn import types  # noqa: E402
 from robolearn.envs.config import FrankaTaskConfig  # noqa: E402
-from robolearn.envs.franka.controller import DiffIKController, rotvec_to_quat  # noqa: E402
+from robolearn.envs.franka.controller import DiffIKController, quat_to_rotvec  # noqa: E402
 from robolearn.envs.franka.description import ArmDescription, load_arm  # noqa: E402
-from robolearn.envs.franka.mjcf import FINGER_RANGE, scene_xml  # noqa: E402
+from robolearn.envs.franka.mjcf import FINGER_RANGE, SceneSpec, scene_xml  # noqa: E402
 from robolearn.envs.franka.tasks import TASKS  # noqa: E402
 
 STATE_DIM = 22
@@ -42,8 +42,6 @@ CAMERAS = ("front", "wrist")
 def ready_posture(arm_name: str) -> tuple[float, ...]:
     """Joint posture with the TCP at ``READY_TCP`` pointing down, found once by iterating the IK."""
     arm = load_arm(arm_name)
-    from robolearn.envs.franka.mjcf import SceneSpec
-
     model = mujoco.MjModel.from_xml_string(scene_xml(arm, SceneSpec(), 0.002, (64, 64)))
     data = mujoco.MjData(model)
     data.qpos[:7] = arm.q_home
@@ -55,8 +53,6 @@ def ready_posture(arm_name: str) -> tuple[float, ...]:
         rot = data.site_xmat[site].reshape(3, 3)
         quat = np.empty(4)
         mujoco.mju_mat2Quat(quat, (down @ rot.T).ravel())
-        from robolearn.envs.franka.controller import quat_to_rotvec
-
         twist = np.concatenate([READY_TCP - data.site_xpos[site], quat_to_rotvec(quat)])
         data.qpos[:7] = ik.solve(twist)
     return tuple(float(q) for q in data.qpos[:7])
@@ -250,10 +246,6 @@ class FrankaEnv(gym.Env):
     def instruction(self) -> str:
         return self.task.state.instruction
 
-    def tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:
-        """TCP position (3,) and rotation matrix (3, 3) in the world frame."""
-        return self.data.site_xpos[self._tcp].copy(), self.data.site_xmat[self._tcp].reshape(3, 3).copy()
-
     def close(self) -> None:
         for r in (self._renderer, self._video_renderer):
             if r is not None:
@@ -261,4 +253,4 @@ class FrankaEnv(gym.Env):
         self._renderer = self._video_renderer = None
 
 
-__all__ = ["FrankaEnv", "STATE_DIM", "STATE_NAMES", "rotvec_to_quat"]
+__all__ = ["FrankaEnv", "STATE_DIM", "STATE_NAMES"]
