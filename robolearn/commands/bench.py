@@ -17,7 +17,8 @@ BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
 BENCHMARKS = {
     "sim": "env steps/s (state, 1 and 2 cameras) vs the raw physics limit and robosuite Lift",
     "data": "loader samples/s (1 process, 2 workers) vs lerobot and the raw PyAV floor; peak memory",
-    "infer": "policy latency per chunk, p50/p99, one thread (flow-1 state, flow-4 and DDIM-10 image)",
+    "infer": "policy latency per chunk, p50/p99, one thread (flow-1 state, flow-4 and DDIM-10 image) "
+    "vs lerobot's diffusion policy",
 }
 
 
