@@ -29,6 +29,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override an env config field (repeatable)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="first episode seed; later episodes use seed+1, ...")
     p.add_argument("--workers", type=int, default=1, help="parallel expert processes")
+    p.add_argument(
+        "--expert-noise",
+        type=float,
+        default=0.0,
+        metavar="SIGMA",
+        help="DART: execute expert actions plus N(0, SIGMA^2) (gripper excluded) but record the clean "
+        "expert action, so demos show recoveries from drift (default 0; 0.3 suits push and stack)",
+    )
     p.add_argument("--keep-failed", action="store_true", help="also save episodes the expert failed")
     p.add_argument(
         "--teleop", choices=["keyboard"], help="drive the arm from the keyboard instead of the expert"
@@ -61,31 +69,34 @@ def _config(args: argparse.Namespace):
 _WORKER: dict = {}
 
 
-def _worker_init(env_name: str, config) -> None:
+def _worker_init(env_name: str, config, action_noise: float) -> None:
     from robolearn.envs import make_env
     from robolearn.envs.experts import make_expert
 
     _WORKER["env"] = make_env(env_name, config)
     _WORKER["expert"] = make_expert(config)
+    _WORKER["action_noise"] = action_noise
 
 
 def _worker_episode(seed: int):
     from robolearn.envs.recording import rollout
 
     expert = _WORKER["expert"]
-    return rollout(_WORKER["env"], expert, seed, expert.reset)
+    return rollout(_WORKER["env"], expert, seed, expert.reset, _WORKER["action_noise"])
 
 
-def _expert_stream(env_name: str, config, first_seed: int, workers: int) -> Iterator:
+def _expert_stream(
+    env_name: str, config, first_seed: int, workers: int, action_noise: float = 0.0
+) -> Iterator:
     seeds = itertools.count(first_seed)
     if workers <= 1:
         from robolearn.envs.recording import expert_episodes
 
-        yield from expert_episodes(env_name, config, seeds)
+        yield from expert_episodes(env_name, config, seeds, action_noise)
         return
     # spawn: a forked MuJoCo/EGL context is not safe to reuse in a child.
     ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(env_name, config)) as pool:
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(env_name, config, action_noise)) as pool:
         yield from pool.imap(_worker_episode, seeds, chunksize=1)
 
 
@@ -136,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise UserError(f"--episodes must be >= 1, found {args.episodes}")
+    if not 0.0 <= args.expert_noise <= 1.0:
+        raise UserError(f"--expert-noise must be in [0, 1], found {args.expert_noise}")
     config = _config(args)
     probe = make_env(args.env, config)
     features = env_features(probe)
@@ -151,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     stream = (
         _teleop_stream(args.env, config, args.seed)
         if args.teleop
-        else _expert_stream(args.env, config, args.seed, args.workers)
+        else _expert_stream(args.env, config, args.seed, args.workers, args.expert_noise)
     )
     saved = frames = attempts = successes = 0
     max_attempts = 3 * args.episodes + 20

@@ -57,6 +57,28 @@ def cube_yaw(quat: np.ndarray) -> float:
     return (yaw + math.pi / 4) % (math.pi / 2) - math.pi / 4
 
 
+YAW_LIMIT = math.pi / 2 + 0.4
+"""Largest |hand yaw| an expert asks for (keeps joint 7 well inside its range)."""
+
+
+def hand_yaw(state: np.ndarray) -> float:
+    """Yaw of the hand's x axis from the TCP quaternion in ``observation.state``."""
+    w, x, y, z = state[18:22]
+    return math.atan2(2 * (x * y + w * z), 1 - 2 * (y * y + z * z))
+
+
+def nearest_yaw(yaw: float, period: float, current: float) -> float:
+    """The yaw equivalent to ``yaw`` modulo ``period`` that is closest to ``current`` and within
+    ±YAW_LIMIT. Servoing to it never flips the hand by a full period when the folded target crosses
+    its wrap-around, so the demonstrated actions are a continuous function of the state."""
+    k = round((current - yaw) / period)
+    best = None
+    for cand in (yaw + (k + d) * period for d in (-1, 0, 1)):
+        if abs(cand) <= YAW_LIMIT and (best is None or abs(cand - current) < abs(best - current)):
+            best = cand
+    return yaw if best is None else best
+
+
 class ScriptedExpert(ABC):
     """Base: phase bookkeeping and the pose servo shared by every task."""
 
@@ -122,7 +144,7 @@ class PickExpert(ScriptedExpert):
     def act(self, state, env):
         tcp, width = state[15:18], state[14]
         cube = env[:3]
-        yaw = cube_yaw(env[3:7])
+        yaw = nearest_yaw(cube_yaw(env[3:7]), math.pi / 2, hand_yaw(state))
         hover = np.array([cube[0], cube[1], cube[2] + 0.08])
         grasp = np.array([cube[0], cube[1], max(cube[2] + 0.005, GRASP_Z)])
         if self.phase == 0:  # hover above the cube, open, aligned
@@ -155,7 +177,7 @@ class PlaceExpert(PickExpert):
 
     @abstractmethod
     def place_target(self, env) -> tuple[np.ndarray, float]:
-        """Where to set the held cube down: (xy (2,), TCP height)."""
+        """Where to set the held cube down: (xy (2,), height of the cube's centre)."""
 
     def act(self, state, env):
         if self.phase >= 5:
@@ -164,6 +186,9 @@ class PlaceExpert(PickExpert):
 
     def after_grasp(self, state, env, tcp, yaw):
         xy, place_z = self.place_target(env)
+        # Aim the held cube, not the TCP: the grasp may be off-centre or low on the cube.
+        xy = xy + (tcp[:2] - env[:2])
+        place_z = place_z + (tcp[2] - env[2])
         carry_z = place_z + 0.06
         if self.phase == 3:  # lift and carry
             target = np.array([xy[0], xy[1], carry_z])
@@ -172,31 +197,34 @@ class PlaceExpert(PickExpert):
             if _near(tcp[:2], xy, 0.008) and abs(tcp[2] - carry_z) < 0.02:
                 self._goto(4)
             return self.servo(state, target, yaw, CLOSE, speed=0.7)
-        target = np.array([xy[0], xy[1], place_z])  # phase 4: lower
-        if abs(tcp[2] - place_z) < 0.006:
+        # phase 4: lower onto the target; release only when centred, climb back if pushed off line
+        target = np.array([xy[0], xy[1], place_z])
+        if not _near(tcp[:2], xy, 0.02):
+            self._goto(3)
+        elif abs(tcp[2] - place_z) < 0.006 and _near(tcp[:2], xy, 0.005):
             self._goto(5)
         return self.servo(state, target, yaw, CLOSE, speed=0.4)
 
     def release(self, state, env):
         tcp = state[15:18]
-        if self.phase == 5:
-            if self.timer > 6:
+        if self.phase == 5:  # open fully before climbing, or the pads drag the cube along
+            if state[14] > 0.07 or self.timer > 30:
                 self._goto(6)
-            return self.servo(state, tcp, cube_yaw(env[3:7]), OPEN, speed=0.0)
-        return self.servo(
-            state, np.array([tcp[0], tcp[1], tcp[2] + 0.05]), cube_yaw(env[3:7]), OPEN, speed=0.5
-        )
+            xy, _ = self.place_target(env)
+            hold = np.array([*(xy + (tcp[:2] - env[:2])), tcp[2]])  # keep the cube centred meanwhile
+            return self.servo(state, hold, hand_yaw(state), OPEN, speed=0.3)
+        return self.servo(state, np.array([tcp[0], tcp[1], tcp[2] + 0.05]), hand_yaw(state), OPEN, speed=0.5)
 
 
 class PickPlaceExpert(PlaceExpert):
     def place_target(self, env):
-        return env[7:9], GRASP_Z + 0.01
+        return env[7:9], CUBE_HALF + 0.004
 
 
 class StackExpert(PlaceExpert):
     def place_target(self, env):
         base = env[7:10]
-        return base[:2], base[2] + 2 * CUBE_HALF + 0.008
+        return base[:2], base[2] + 2 * CUBE_HALF + 0.004
 
 
 class PushExpert(ScriptedExpert):
@@ -212,7 +240,7 @@ class PushExpert(ScriptedExpert):
         cube, goal = env[:2], env[7:9]
         to_goal = goal - cube
         u = to_goal / max(float(np.linalg.norm(to_goal)), 1e-6)
-        yaw = (math.atan2(u[1], u[0]) + math.pi / 2) % math.pi - math.pi / 2
+        yaw = nearest_yaw(math.atan2(u[1], u[0]), math.pi, hand_yaw(state))
         behind = cube - u * (self.contact + 0.025)
         rel = cube - tcp[:2]
         lateral = abs(u[0] * rel[1] - u[1] * rel[0])

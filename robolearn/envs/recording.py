@@ -69,16 +69,34 @@ def frame_from(
 
 
 def rollout(
-    env, policy: Callable[[dict], np.ndarray], seed: int, reset_policy: Callable[[], None] | None = None
+    env,
+    policy: Callable[[dict], np.ndarray],
+    seed: int,
+    reset_policy: Callable[[], None] | None = None,
+    action_noise: float = 0.0,
 ) -> Episode:
-    """Run ``policy`` (obs -> action) for one episode from ``reset(seed=seed)`` and record every frame."""
+    """Run ``policy`` (obs -> action) for one episode from ``reset(seed=seed)`` and record every frame.
+
+    ``action_noise=σ`` injects DART-style noise (Laskey et al., 2017): the env executes the action
+    plus N(0, σ²) on every dimension but the last (the gripper), clipped to the action space, while
+    the frame records the policy's clean action. A closed-loop expert then labels the states a
+    learner drifts into with the correction back, which is what imitation needs to recover. The
+    noise is drawn from a generator seeded by ``seed``, so a noisy episode is reproducible.
+    """
     obs, _ = env.reset(seed=seed)
     if reset_policy is not None:
         reset_policy()
+    rng = np.random.default_rng([seed, 0x0DA27]) if action_noise > 0 else None
+    low, high = env.action_space.low, env.action_space.high
     episode = Episode(seed=seed, task=str(obs[types.TASK]))
     while True:
         action = policy(obs)
-        next_obs, reward, terminated, truncated, info = env.step(action)
+        executed = action
+        if rng is not None:
+            executed = np.array(action, dtype=np.float64)
+            executed[:-1] += rng.normal(0.0, action_noise, executed.shape[0] - 1)
+            executed = np.clip(executed, low, high).astype(np.float32)
+        next_obs, reward, terminated, truncated, info = env.step(executed)
         success = bool(info["is_success"])
         episode.frames.append(frame_from(obs, action, reward, terminated or truncated, success))
         episode.success = episode.success or success
@@ -87,8 +105,13 @@ def rollout(
             return episode
 
 
-def expert_episodes(env_name: str, config, seeds: Iterator[int]) -> Iterator[Episode]:
-    """Scripted-expert episodes of ``env_name``, one per seed (failed ones included, flagged)."""
+def expert_episodes(
+    env_name: str, config, seeds: Iterator[int], action_noise: float = 0.0
+) -> Iterator[Episode]:
+    """Scripted-expert episodes of ``env_name``, one per seed (failed ones included, flagged).
+
+    ``action_noise``: DART noise on the executed actions, see :func:`rollout`.
+    """
     from robolearn.envs import make_env
     from robolearn.envs.experts import make_expert
 
@@ -96,6 +119,6 @@ def expert_episodes(env_name: str, config, seeds: Iterator[int]) -> Iterator[Epi
     expert = make_expert(config)
     try:
         for seed in seeds:
-            yield rollout(env, expert, seed, expert.reset)
+            yield rollout(env, expert, seed, expert.reset, action_noise)
     finally:
         env.close()
