@@ -132,7 +132,9 @@ class Trainer:
         kwargs = dict(
             obs_horizon=pc.n_obs_steps, action_horizon=pc.horizon, obs_keys=list(self.policy.input_features)
         )
-        self.train_set = WindowedDataset(dataset, episodes=self.train_eps, **kwargs)
+        self.train_set = WindowedDataset(
+            dataset, episodes=self.train_eps, video_cache_mb=cfg.video_cache_mb, **kwargs
+        )
         self.val_set = WindowedDataset(dataset, episodes=self.val_eps, **kwargs) if self.val_eps else None
         self.fps = reader.fps
 

@@ -223,3 +223,17 @@ def test_image_transform_is_applied_to_each_camera_window(root):
     assert seen == [(2, 3, H, W)] and torch.allclose(item[CAM], 1.0 - plain)
     shifted = WindowedDataset(root, image_transform=RandomShift(pad=4))[sample_index(1, 5)][CAM]
     assert shifted.shape == (2, 3, H, W)
+
+
+def test_video_cache_gives_the_same_samples_within_its_budget(root, ds):
+    frame_bytes = H * W * 3
+    # Room for the longest episode's frames of the one camera: the LRU evicts older episodes.
+    budget_mb = max(LENGTHS) * frame_bytes / 2**20
+    cached = WindowedDataset(
+        root, obs_horizon=2, action_horizon=16, extra_keys=(REWARD,), video_cache_mb=budget_mb
+    )
+    for ep, t in [(1, 0), (1, 13), (3, 11), (0, 4), (2, 1), (1, 7)]:
+        a, b = ds[sample_index(ep, t)], cached[sample_index(ep, t)]
+        assert torch.equal(a[CAM], b[CAM]) and torch.equal(a[STATE], b[STATE])
+        assert cached._video_bytes <= budget_mb * 2**20
+    assert 1 <= len(cached._video_cache) < 4  # four episodes were touched

@@ -123,3 +123,36 @@ def test_noise_shape_is_checked(fakes):
     obs = fakes.obs_of(fakes.make_batch(n=2))
     with pytest.raises(ValueError, match=r"noise: expected shape \(2, 3, 8, 3\), found \(2, 8, 3\)"):
         policy.predict_action_chunk(obs, noise=torch.zeros(2, fakes.H, fakes.DA), num_samples=3)
+
+
+def test_sample_prediction_velocity_and_final_step(fakes):
+    """x-prediction: v = (â − x_t)/(1 − t), and the last Euler step lands exactly on â."""
+    policy = fakes.tiny_policy("flow", prediction="sample", denoiser="mlp").eval()
+    obs = fakes.obs_of(fakes.make_batch(n=2))
+    cond = policy.encode_obs(obs)
+    x, k = _noise(fakes), 4
+    t = torch.full((2,), 0.5)
+    clean = policy._network(x, t, cond, None)
+    assert torch.allclose(policy.velocity(x, t, cond), (clean - x) / 0.5, atol=1e-5)
+    out = policy.sample_chain(obs, x, num_steps=k)
+    last = policy._network(out.chain[:, k - 1], out.times[k - 1], out.cond, None)
+    assert torch.allclose(out.chain[:, k], last, atol=1e-5)
+
+
+def test_sample_prediction_loss_falls(fakes):
+    policy = fakes.tiny_policy("flow", prediction="sample", denoiser="mlp")
+    batch = fakes.make_batch(n=32)
+    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    first = policy.compute_loss(batch)[0].item()
+    for _ in range(60):
+        loss, _ = policy.compute_loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert policy.compute_loss(batch)[0].item() < 0.5 * first
+
+
+def test_sample_prediction_rejects_shortcut(fakes):
+    with pytest.raises(ConfigError, match="prediction: velocity"):
+        fakes.tiny_config("flow", shortcut=True, prediction="sample")

@@ -18,6 +18,13 @@ class FlowConfig(PolicyConfig):
     """Velocity network."""
     num_inference_steps: int = 10
     """K: Euler steps at inference (1–10 typical; 1–4 with ``shortcut``)."""
+    prediction: Literal["velocity", "sample"] = "velocity"
+    """What the network outputs: the velocity v, or the clean chunk â (x-prediction, as in "Back to
+    Basics", Li & He 2025) from which v = (â − x_t)/(1 − t) (1 − t clamped at ``sample_t_floor``)
+    and the loss is the MSE on â. Near-deterministic demonstrations (scripted or DART-noised experts)
+    are far easier to fit as a clean chunk than as noise-dependent velocities."""
+    sample_t_floor: float = 0.05
+    """Lower bound on 1 − t when turning a predicted chunk into a velocity."""
     time_sampling: Literal["uniform", "logit_normal"] = "uniform"
     """Distribution of training times t in [0, 1]."""
     clip_sample: bool = True
@@ -42,6 +49,10 @@ class FlowConfig(PolicyConfig):
         super().__post_init__()
         if self.num_inference_steps < 1:
             raise ConfigError(f"num_inference_steps: expected >= 1, found {self.num_inference_steps}")
+        if self.shortcut and self.prediction == "sample":
+            raise ConfigError("shortcut: trains step-size-conditioned velocities; use prediction: velocity")
+        if not 0.0 < self.sample_t_floor <= 1.0:
+            raise ConfigError(f"sample_t_floor: expected in (0, 1], found {self.sample_t_floor}")
         m = self.shortcut_max_steps
         if m < 2 or m & (m - 1):
             raise ConfigError(f"shortcut_max_steps: expected a power of two >= 2, found {m}")

@@ -1,7 +1,8 @@
 """Flow-matching policy: rectified flow over action chunks, K Euler steps, shortcut and adaptive options.
 
 Convention: t = 0 is noise, t = 1 is data. x_t = t·a + (1−t)·x0, target velocity v = a − x0, and
-sampling integrates x_{k+1} = x_k + Δ·v(x_k, t_k) on the grid t_k = k/K. All in normalized units;
+sampling integrates x_{k+1} = x_k + Δ·v(x_k, t_k) on the grid t_k = k/K. With ``prediction:
+sample`` the network outputs the clean chunk â and v = (â − x_t)/(1 − t). All in normalized units;
 the final sample is clipped to [-clip_range, clip_range].
 
 Shapes: B batch, To obs steps, Do obs features, H horizon, Da action dim, K Euler steps.
@@ -75,6 +76,16 @@ class FlowPolicy(Policy):
     ) -> torch.Tensor:
         """v(x_t, t | obs): x (N, H, Da), t scalar or (N,) in [0, 1], cond (N, To, Do), d the step
         size (shortcut models; None uses the finest trained size) -> (N, H, Da)."""
+        out = self._network(x, t, cond, d)
+        if self.config.prediction == "sample":
+            t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
+            return (out - x) / (1 - t).clamp_min(self.config.sample_t_floor)[:, None, None]
+        return out
+
+    def _network(
+        self, x: torch.Tensor, t: torch.Tensor | float, cond: torch.Tensor, d: torch.Tensor | float | None
+    ) -> torch.Tensor:
+        """The denoiser's raw output: a velocity, or a clean chunk with ``prediction: sample``."""
         n = x.shape[0]
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(n)
         if self.config.shortcut:
@@ -110,13 +121,14 @@ class FlowPolicy(Policy):
         t = self._sample_times(n_flow, action.device)
         tt = t[:, None, None]
         x_t = tt * action[:n_flow] + (1 - tt) * x0[:n_flow]
-        target = action[:n_flow] - x0[:n_flow]
+        sample_pred = cfg.prediction == "sample"
+        target = action[:n_flow] if sample_pred else action[:n_flow] - x0[:n_flow]
         d = torch.full((n_flow,), 1.0 / cfg.shortcut_max_steps, device=action.device)
         if n_boot:
             xb, tb, db, vb = self._shortcut_targets(action[n_flow:], x0[n_flow:], cond[n_flow:].detach())
             x_t, t, d = torch.cat([x_t, xb]), torch.cat([t, tb]), torch.cat([d, db])
             target = torch.cat([target, vb])
-        pred = self.velocity(x_t, t, cond, d if cfg.shortcut else None)
+        pred = self._network(x_t, t, cond, d if cfg.shortcut else None)
         flow_loss = masked_mse(pred[:n_flow], target[:n_flow], None if is_pad is None else is_pad[:n_flow])
         metrics = {"flow_loss": flow_loss.item()}
         loss = flow_loss
