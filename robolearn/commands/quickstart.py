@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if have < args.episodes:
         # Resuming an interrupted collection: episode i used seed i (the lift expert does not fail).
         ns = argparse.Namespace(env=args.env, episodes=args.episodes - have, out=dataset, cameras="", image_size="96x96",
-                                preset=None, overrides=[], seed=have, workers=1, keep_failed=False, teleop=None,
+                                preset=None, overrides=[], seed=have, workers=1, keep_failed=False, teleop=None, expert_noise=0.0,
                                 json=args.out / "collect.json")  # fmt: skip
         if collect_cmd.run(ns) != 0:
             raise UserError("the scripted expert failed to produce enough demos")
