@@ -27,6 +27,6 @@ def lift_dataset(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("lift") / "ds"
     args = argparse.Namespace(env="franka-lift", episodes=6, out=out, cameras="", image_size="96x96", preset=None,
-                              overrides=[], seed=0, workers=1, keep_failed=False, teleop=None, json=None)  # fmt: skip
+                              overrides=[], seed=0, workers=1, keep_failed=False, teleop=None, expert_noise=0.0, json=None)  # fmt: skip
     assert collect.run(args) == 0
     return out
