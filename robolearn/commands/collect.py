@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0.0,
         metavar="SIGMA",
         help="DART: execute expert actions plus N(0, SIGMA^2) (gripper excluded) but record the clean "
-        "expert action, so demos show recoveries from drift (default 0; 0.3 suits push and stack)",
+        "expert action, so demos show recoveries from drift (default 0; the push and stack recipes use 0.2)",
     )
     p.add_argument("--keep-failed", action="store_true", help="also save episodes the expert failed")
     p.add_argument(
