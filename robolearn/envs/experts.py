@@ -50,11 +50,15 @@ def _mat_to_quat(m: np.ndarray) -> np.ndarray:
     return q
 
 
+def quat_yaw(quat: np.ndarray) -> float:
+    """Rotation about z of a (w, x, y, z) quaternion, in (-pi, pi]."""
+    w, x, y, z = quat
+    return math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+
+
 def cube_yaw(quat: np.ndarray) -> float:
     """Yaw of a cube folded into [-pi/4, pi/4] (a cube looks the same every quarter turn)."""
-    w, x, y, z = quat
-    yaw = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-    return (yaw + math.pi / 4) % (math.pi / 2) - math.pi / 4
+    return (quat_yaw(quat) + math.pi / 4) % (math.pi / 2) - math.pi / 4
 
 
 YAW_LIMIT = math.pi / 2 + 0.4
@@ -63,8 +67,7 @@ YAW_LIMIT = math.pi / 2 + 0.4
 
 def hand_yaw(state: np.ndarray) -> float:
     """Yaw of the hand's x axis from the TCP quaternion in ``observation.state``."""
-    w, x, y, z = state[18:22]
-    return math.atan2(2 * (x * y + w * z), 1 - 2 * (y * y + z * z))
+    return quat_yaw(state[18:22])
 
 
 def nearest_yaw(yaw: float, period: float, current: float) -> float:
@@ -184,11 +187,14 @@ class PlaceExpert(PickExpert):
             return self.release(state, env)
         return super().act(state, env)
 
-    def after_grasp(self, state, env, tcp, yaw):
+    def _tcp_goal(self, tcp, env) -> tuple[np.ndarray, float]:
+        """TCP xy and height that put the held cube (not the TCP) on the place target: the grasp
+        may be off-centre or low on the cube."""
         xy, place_z = self.place_target(env)
-        # Aim the held cube, not the TCP: the grasp may be off-centre or low on the cube.
-        xy = xy + (tcp[:2] - env[:2])
-        place_z = place_z + (tcp[2] - env[2])
+        return xy + (tcp[:2] - env[:2]), place_z + (tcp[2] - env[2])
+
+    def after_grasp(self, state, env, tcp, yaw):
+        xy, place_z = self._tcp_goal(tcp, env)
         carry_z = place_z + 0.06
         if self.phase == 3:  # lift and carry
             target = np.array([xy[0], xy[1], carry_z])
@@ -210,9 +216,8 @@ class PlaceExpert(PickExpert):
         if self.phase == 5:  # open fully before climbing, or the pads drag the cube along
             if state[14] > 0.07 or self.timer > 30:
                 self._goto(6)
-            xy, _ = self.place_target(env)
-            hold = np.array([*(xy + (tcp[:2] - env[:2])), tcp[2]])  # keep the cube centred meanwhile
-            return self.servo(state, hold, hand_yaw(state), OPEN, speed=0.3)
+            xy, _ = self._tcp_goal(tcp, env)  # keep the cube centred meanwhile
+            return self.servo(state, np.array([xy[0], xy[1], tcp[2]]), hand_yaw(state), OPEN, speed=0.3)
         return self.servo(state, np.array([tcp[0], tcp[1], tcp[2] + 0.05]), hand_yaw(state), OPEN, speed=0.5)
 
 
