@@ -139,11 +139,10 @@ def _teleop_stream(env_name: str, config, first_seed: int) -> Iterator:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from robolearn.data.writer import LeRobotWriter
     from robolearn.envs import make_env
     from robolearn.envs.recording import env_features
+    from robolearn.progress import progress
 
     if args.episodes < 1:
         raise UserError(f"--episodes must be >= 1, found {args.episodes}")
@@ -169,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     saved = frames = attempts = successes = 0
     max_attempts = 3 * args.episodes + 20
     start = time.perf_counter()
-    bar = tqdm(total=args.episodes, desc=f"collect {args.env}", unit="ep", disable=None)
+    bar = progress(total=args.episodes, desc=f"collect {args.env}", unit="ep")
     with writer:
         for episode in stream:
             attempts += 1

@@ -59,9 +59,9 @@ def _fmt(value: np.ndarray, width: int = 6) -> str:
 
 
 def _progress(desc: str, total: int):
-    from tqdm import tqdm
+    from robolearn.progress import progress
 
-    return tqdm(total=total, desc=desc, unit="file", file=sys.stderr, disable=None, leave=False)
+    return progress(total=total, desc=desc, unit="file", leave=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -167,10 +167,10 @@ def render_episodes(reader, episodes: list[int], out_dir: Path, chunk: int = 64)
     width = sum(reader.features[k].shape[1] for k in cams)
     height, width = height + height % 2, width + width % 2
     written = []
-    from tqdm import tqdm
+    from robolearn.progress import progress
 
     total = int(sum(reader.episode_lengths[e] for e in episodes))
-    with tqdm(total=total, desc="rendering", unit="frame", file=sys.stderr, disable=None, leave=False) as bar:
+    with progress(total=total, desc="rendering", unit="frame", leave=False) as bar:
         for ep in episodes:
             target = out_dir / f"episode_{ep:06d}.mp4"
             tmp = out_dir / f".{target.name}.{os.getpid()}.tmp.mp4"

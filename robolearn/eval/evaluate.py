@@ -21,6 +21,7 @@ from robolearn import types
 from robolearn.eval import EVAL_SEED_BASE
 from robolearn.eval.metrics import latency_summary, wilson_interval
 from robolearn.eval.video import write_mp4
+from robolearn.progress import progress as show_progress
 
 
 @dataclass
@@ -117,8 +118,6 @@ def evaluate(
     Raises :class:`robolearn.policies.FeatureMismatchError` before any rollout when the env's
     observation or action features do not match the policy's.
     """
-    from tqdm import tqdm
-
     from robolearn.envs import env_config as default_config
     from robolearn.envs import make_env
 
@@ -141,7 +140,7 @@ def evaluate(
         slot.start(next(seeds), keys, record and started < video_episodes)
         started += 1
     active = list(slots)
-    bar = tqdm(total=episodes, desc=f"eval {env_name}", unit="ep", disable=not progress)
+    bar = show_progress(total=episodes, desc=f"eval {env_name}", unit="ep", enabled=progress)
     try:
         while active:
             need = active if temporal_ensemble is not None else [s for s in active if not s.queue]

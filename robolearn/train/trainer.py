@@ -165,8 +165,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ loop
     def fit(self) -> TrainSummary:
-        from tqdm import tqdm
-
+        from robolearn.progress import progress
         from robolearn.train.logging import MetricsLog
 
         cfg, acc = self.cfg, self.accelerator
@@ -183,8 +182,8 @@ class Trainer:
         log = MetricsLog(
             self.run_dir, enabled=acc.is_main_process, wandb=cfg.wandb, resume_step=self.start_step
         )
-        bar = tqdm(total=cfg.steps, initial=self.start_step, desc=f"train {cfg.policy}", unit="step",
-                   disable=not (self.progress and acc.is_main_process))  # fmt: skip
+        bar = progress(total=cfg.steps, initial=self.start_step, desc=f"train {cfg.policy}", unit="step",
+                       enabled=self.progress and acc.is_main_process)  # fmt: skip
         last_ckpt = self._resume_from
         loss_value = float("nan")
         started = time.perf_counter()

@@ -145,7 +145,7 @@ def convert(
     an error unless ``overwrite``. Raises :class:`ConversionError` (naming file, episode, field or
     topic) on bad input.
     """
-    from tqdm.auto import tqdm
+    from robolearn.progress import progress as show_progress
 
     src, dst = Path(src), Path(dst)
     if to not in OUTPUT_FORMATS:
@@ -157,8 +157,8 @@ def convert(
         atomic_output(dst, overwrite=overwrite) as tmp,
         open_source(src, from_format, options, progress) as source,
     ):
-        bar = tqdm(
-            total=source.num_episodes, unit="ep", desc=f"{source.format_name} -> {to}", disable=not progress
+        bar = show_progress(
+            total=source.num_episodes, unit="ep", desc=f"{source.format_name} -> {to}", enabled=progress
         )
         counted: list[int] = []
 

@@ -119,14 +119,14 @@ class RosbagSource(EpisodeSource):
         use_header = m.time == "header"
         self._t0_ns = int(self._reader.start_time)
         counts: dict[str, int] = dict.fromkeys(topics, 0)
-        from tqdm.auto import tqdm
+        from robolearn.progress import progress
 
-        bar = tqdm(
+        bar = progress(
             self._reader.messages(connections=conns),
             total=sum(int(c.msgcount) for c in conns),
             unit="msg",
             desc=f"indexing {p.name}",
-            disable=not self.progress,
+            enabled=self.progress,
         )
         for conn, logtime, raw in bar:
             where = f"{p} topic {conn.topic}"
