@@ -17,7 +17,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", help="registered policy: flow, diffusion, mlp (overrides the preset's)")
     p.add_argument("--dataset", required=True, type=Path, help="LeRobot v3.0 dataset folder")
     p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, logs, final checkpoint)")
-    p.add_argument("--preset", type=Path, help="training preset YAML, e.g. policies/flow_state.yaml")
+    p.add_argument(
+        "--preset",
+        type=Path,
+        help="training preset YAML, e.g. policies/flow_unet_gpu.yaml (default: the policy's measured recipe "
+        "for the dataset's observations, policies/<policy>_state.yaml or policies/<policy>_image.yaml)",
+    )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainConfig field, e.g. steps=500 or policy_config.horizon=16")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue from the latest RUN/checkpoints/STEP")
@@ -31,6 +36,28 @@ def load_train_config(preset: Path | None, overrides: list[str], policy: str | N
     return load_config(TrainConfig, preset, extra)
 
 
+def resolve_train_config(dataset: Path, preset: Path | None, overrides: list[str], policy: str | None):
+    """The run's TrainConfig and where it came from: ``preset`` when given, else the measured default
+    recipe for ``policy`` (default flow) on the dataset's observations (see robolearn.train.recipes)."""
+    from robolearn.data.reader import LeRobotReader
+    from robolearn.train import recipes
+
+    if preset is not None:
+        return load_train_config(preset, overrides, policy), str(preset)
+    name = policy or "flow"
+    features = LeRobotReader(dataset).features
+    path, kind = recipes.default_recipe(name, features)
+    cfg = load_train_config(path, overrides, name)
+    recipes.adapt_to_dataset(cfg, kind, features, {o.partition("=")[0].strip() for o in overrides})
+    inputs = cfg.policy_config.get("obs_keys") or "every observation feature"
+    print(
+        f"train: no --preset given: {kind} observations, so the {name} recipe {path.name} "
+        f"({cfg.steps} steps, batch {cfg.batch_size}; inputs: {', '.join(inputs) if isinstance(inputs, list) else inputs})",
+        flush=True,
+    )
+    return cfg, str(path)
+
+
 def run(args: argparse.Namespace) -> int:
     from robolearn.config import ConfigError
     from robolearn.data.errors import DatasetError
@@ -40,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.dataset / "meta" / "info.json").is_file():
         raise UserError(f"{args.dataset}: not a LeRobot v3.0 dataset (meta/info.json missing)")
     try:
-        cfg = load_train_config(args.preset, args.overrides, args.policy)
-        source = str(args.preset) if args.preset else "command line"
+        cfg, source = resolve_train_config(args.dataset, args.preset, args.overrides, args.policy)
         trainer = Trainer(cfg, args.dataset, args.out, resume=args.resume, source=source)
         summary = trainer.fit()
     except (ConfigError, FeatureMismatchError, DatasetError, FileExistsError, FileNotFoundError) as exc:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from robolearn.config import ConfigError, from_dict, to_dict
+from robolearn.policies.checkpoint import record_source
 from robolearn.train.config import TrainConfig
 from robolearn.train.state import STATE_DIR, latest_checkpoint, load_training_state, save_training_state
 
@@ -69,6 +70,19 @@ class StepBatchSampler(torch.utils.data.Sampler):
         return max(0, self.total - self.start)
 
 
+def dataset_envs(info: dict[str, Any], source: str = "meta/info.json") -> tuple[str, ...]:
+    """The registered env(s) a dataset was recorded from: ``info["robolearn"]["env"]`` (a name or a
+    list of names) of its ``meta/info.json``; ``()`` for data without that record (converted data)."""
+    section = info.get("robolearn")
+    env = section.get("env") if isinstance(section, dict) else None
+    if env is None:
+        return ()
+    envs = [env] if isinstance(env, str) else env
+    if not isinstance(envs, list) or not all(isinstance(e, str) and e for e in envs):
+        raise ConfigError(f"{source}: robolearn.env: expected an env name or a list of names, found {env!r}")
+    return tuple(dict.fromkeys(envs))
+
+
 def build_policy(cfg: TrainConfig, features: dict, stats: dict | None, source: str):
     """The policy named in ``cfg`` with its config checked strictly (errors name ``source``)."""
     import robolearn.policies  # noqa: F401  (registers policies)
@@ -80,6 +94,40 @@ def build_policy(cfg: TrainConfig, features: dict, stats: dict | None, source: s
         raise ConfigError(f"{source}: policy: {exc.args[0]}") from None
     pcfg = from_dict(entry.config_cls, cfg.policy_config, source=source, prefix="policy_config.")
     return entry.load_builder()(pcfg, features=features, stats=stats)
+
+
+class _EtaAnnouncer:
+    """Prints one line with the estimated training time once the first steps are timed.
+
+    The first ``skip`` steps (allocator and kernel warm-up) are left out of the rate; the estimate
+    is printed after ``measure`` more steps or ``max_wait`` seconds, whichever comes first."""
+
+    def __init__(
+        self, policy: str, start: int, total: int, skip: int = 3, measure: int = 20, max_wait: float = 10.0
+    ):
+        self.policy, self.start, self.total = policy, start, total
+        self.skip, self.measure, self.max_wait = skip, measure, max_wait
+        self._t0 = time.perf_counter()
+        self._t_skip: float | None = None
+
+    def tick(self, step: int) -> bool:
+        """Call after every step; True once the estimate has been printed (then stop calling)."""
+        from robolearn.progress import format_duration
+
+        done = step - self.start
+        now = time.perf_counter()
+        if done == self.skip:
+            self._t_skip = now
+        if self._t_skip is None or step >= self.total:
+            return step >= self.total
+        timed = done - self.skip
+        if timed < self.measure and now - self._t0 < self.max_wait:
+            return False
+        rate = timed / max(now - self._t_skip, 1e-9)
+        left = (self.total - step) / rate
+        print(f"train {self.policy}: {rate:.3g} steps/s, estimated {format_duration(left)} for the remaining "
+              f"{self.total - step} of {self.total} steps (validation and checkpoints add a little)", flush=True)  # fmt: skip
+        return True
 
 
 class _LossModule(torch.nn.Module):
@@ -105,8 +153,6 @@ class Trainer:
 
         self.cfg, self.run_dir, self.progress = cfg, Path(run), progress
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
-        if cfg.eval_every and not cfg.eval_env:
-            raise ConfigError(f"{source}: eval_env: required when eval_every > 0")
         self.start_step = 0
         self._resume_from = latest_checkpoint(self.run_dir) if resume else None
         if resume and self._resume_from is None:
@@ -121,6 +167,14 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         reader = LeRobotReader(dataset)
+        self.source_envs = dataset_envs(reader.info, f"{dataset}/meta/info.json")
+        """The env(s) the dataset was recorded from; every checkpoint records them."""
+        self.eval_env = cfg.eval_env or (self.source_envs[0] if len(self.source_envs) == 1 else "")
+        if cfg.eval_every and not self.eval_env:
+            found = f"envs {', '.join(self.source_envs)}" if self.source_envs else "no env (robolearn.env)"
+            raise ConfigError(
+                f"{source}: eval_env: required when eval_every > 0 and the dataset's meta/info.json records {found}"
+            )
         self.train_eps, self.val_eps = split_episodes(reader.num_episodes, cfg.val_fraction, cfg.seed)
         stats = compute_stats(dataset, self.train_eps)
         # Build (and so check) the policy against the dataset's features before any data work.
@@ -190,6 +244,7 @@ class Trainer:
         model.train()
         window: list[float] = []
         step = self.start_step
+        eta = _EtaAnnouncer(cfg.policy, step, cfg.steps) if self.progress and acc.is_main_process else None
         for batch in self._loader(self.start_step):
             batch = {k: (v.to(acc.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
             loss, metrics = model(batch)
@@ -215,6 +270,8 @@ class Trainer:
             step += 1
             window.append(loss_value)
             bar.update(1)
+            if eta is not None and eta.tick(step):
+                eta = None
             if step % cfg.log_every == 0 or step == cfg.steps:
                 row = {
                     "step": step,
@@ -285,13 +342,15 @@ class Trainer:
         from robolearn.eval.evaluate import evaluate
 
         def run():
-            res = evaluate(policy, self.cfg.eval_env, episodes=self.cfg.eval_episodes, progress=False)
+            res = evaluate(policy, self.eval_env, episodes=self.cfg.eval_episodes, progress=False)
             policy.train()
             return res
 
         res = self._with_ema(policy, ema, run)
         log.write({"step": step, "eval/success_rate": res.success_rate, "eval/ci95_low": res.ci95[0],
-                   "eval/ci95_high": res.ci95[1], "eval/latency_p50_ms": res.latency_ms["p50"]})  # fmt: skip
+                   "eval/ci95_high": res.ci95[1], "eval/held_success_rate": res.held_success_rate,
+                   "eval/held_ci95_low": res.held_ci95[0], "eval/held_ci95_high": res.held_ci95[1],
+                   "eval/latency_p50_ms": res.latency_ms["p50"]})  # fmt: skip
 
     def _save(self, policy, opt, sched, ema, step: int) -> Path:
         final = self.run_dir / "checkpoints" / str(step)
@@ -301,6 +360,7 @@ class Trainer:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.parent.mkdir(parents=True, exist_ok=True)
         self._with_ema(policy, ema, lambda: policy.save_pretrained(tmp))
+        record_source(tmp, self.source_envs)
         save_training_state(tmp / STATE_DIR, policy, opt, sched, ema, step)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)

@@ -30,7 +30,7 @@ def _stats(features) -> dict[str, dict[str, np.ndarray]]:
 def test_preset_builds_and_computes_a_loss(preset):
     torch.set_num_threads(1)
     cfg = load_train_config(preset, [], None)
-    cams = ("front", "wrist") if "image" in preset.stem else ()
+    cams = ("front", "wrist") if "image" in preset.stem or "gpu" in preset.stem else ()
     env = make_env("franka-lift", env_config("franka-lift", cameras=cams))
     features = env_features(env)
     env.close()
