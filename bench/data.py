@@ -360,7 +360,8 @@ def run(json_out: str | None = None, episodes: int = 50, seconds: float = 8.0, w
     lr_py = _lerobot_python()
     if lr_py is None:
         report["lerobot_1proc"] = {
-            "error": "lerobot is not importable (no lerobot here, no $ROBOLEARN_LEROBOT_PYTHON)"
+            "error": "lerobot is not installed here and $ROBOLEARN_LEROBOT_PYTHON names no venv with it "
+            "(the peer needs lerobot==0.4.4 in a side venv: see bench/data.py's docstring)"
         }
     else:
         report["lerobot_1proc"] = _stage(
@@ -436,10 +437,10 @@ def _print(report: dict, workers: int) -> None:
 
 def _print_memory(m: dict) -> None:
     if "error" in m:
-        print(f"  1M-frame memory test: {m['error']}")
+        print(f"  memory test: {m['error']}")
         return
     print(
-        f"  1M-frame state-only memory test, row-group cache {m['cache_mb']:.0f} MB: {m['frames']} frames in "
+        f"  state-only memory test, row-group cache {m['cache_mb']:.0f} MB: {m['frames']} frames in "
         f"{m['episodes']} episodes, {m['on_disk_mb']:.0f} MB on disk, {m['samples_per_s']:.0f} random windows/s"
     )
     print(

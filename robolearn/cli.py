@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> module under robolearn.commands. Only commands that work end to end are listed.
@@ -51,17 +52,39 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
+def _quiet_closed_stdout() -> None:
+    """After a reader closed our stdout (``robolearn inspect D | head``): point it at /dev/null so the
+    interpreter's final flush does not print a second error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (embedded use, tests)
+        pass
+    finally:
+        os.close(devnull)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; behaves like a Unix tool.
+
+    Exit status: the command's own (0 on success), 2 on bad input (one line naming what is wrong),
+    130 on Ctrl-C (one line, no traceback; writers keep what they had committed and leave no
+    half-written files), 141 when stdout's reader went away (quietly, as ``yes | head`` does).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), "")
+    try:
+        args = build_parser(argv).parse_args(argv)
         return int(args._run(args) or 0)
     except UserError as exc:
-        print(f"robolearn {args.command}: error: {exc}", file=sys.stderr)
+        print(f"robolearn {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"robolearn {args.command}: interrupted", file=sys.stderr)
+        print(f"robolearn {command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _quiet_closed_stdout()
+        return 141
 
 
 if __name__ == "__main__":

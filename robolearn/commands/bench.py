@@ -22,6 +22,14 @@ BENCHMARKS = {
 }
 
 
+# --quick: each benchmark's smallest meaningful run (the documented-commands test uses it).
+QUICK: dict[str, dict] = {
+    "sim": {"seconds": 0.3},
+    "data": {"episodes": 4, "seconds": 0.5, "memory_frames": 20_000, "memory_seconds": 0.5},
+    "infer": {"quick": True},
+}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "name", choices=sorted(BENCHMARKS), help="; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items())
@@ -29,6 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, help="write the figures here as JSON")
     p.add_argument("--seconds", type=float, help="measuring time per figure (sim, data)")
     p.add_argument("--tasks", default="franka-lift", help="sim: comma-separated env names")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes and short timings (a smoke run: the figures are noisy, not for comparison)",
+    )
 
 
 def load_bench(name: str, required: bool = True):
@@ -49,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     # One thread per process for torch-based benchmarks; said in every figure they print.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     module = load_bench(args.name)
-    kwargs: dict = {} if args.seconds is None else {"seconds": args.seconds}
+    kwargs: dict = QUICK[args.name].copy() if args.quick else {}
+    if args.seconds is not None:
+        kwargs["seconds"] = args.seconds
     if args.name == "sim":
         kwargs["tasks"] = tuple(t for t in args.tasks.split(",") if t)
     elif args.name == "infer":
