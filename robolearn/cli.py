@@ -14,6 +14,7 @@ import sys
 # name -> module under robolearn.commands. Only commands that work end to end are listed.
 COMMANDS: dict[str, str] = {
     "quickstart": "quickstart",
+    "envs": "envs",
     "collect": "collect",
     "convert": "convert",
     "inspect": "inspect",
@@ -24,7 +25,8 @@ COMMANDS: dict[str, str] = {
 
 _HELP = {
     "quickstart": "run the main job end to end on the embedded default",
-    "collect": "record scripted-expert or teleoperated episodes",
+    "envs": "list the registered envs: observations, actions, rates, instructions",
+    "collect": "record scripted-expert, user-expert or teleoperated episodes",
     "convert": "convert datasets between LeRobot v3.0, zarr, robomimic HDF5 and ROS bags / MCAP",
     "inspect": "validate a dataset and print its features, episodes and stats",
     "train": "imitation-learn a policy from a dataset",
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; behaves like a Unix tool.
 
     Exit status: the command's own (0 on success), 2 on bad input (one line naming what is wrong),
-    130 on Ctrl-C (one line, no traceback; writers keep what they had committed and leave no
+    2 also when an optional extra is missing (naming it), 130 on Ctrl-C (one line, no traceback; writers keep what they had committed and leave no
     half-written files), 141 when stdout's reader went away (quietly, as ``yes | head`` does).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -85,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_closed_stdout()
         return 141
+    except ModuleNotFoundError as exc:
+        from robolearn.extras import missing_module_message
+
+        message = missing_module_message(exc)
+        if message is None:
+            raise
+        print(f"robolearn {command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -21,6 +21,19 @@ REWARD = "next.reward"
 DONE = "next.done"
 SUCCESS = "next.success"
 
+STATE_NAMES: tuple[str, ...] = (
+    *(f"q{i}" for i in range(1, 8)),
+    *(f"dq{i}" for i in range(1, 8)),
+    "gripper_width",
+    "tcp_x", "tcp_y", "tcp_z", "tcp_qw", "tcp_qx", "tcp_qy", "tcp_qz",
+)  # fmt: skip
+"""Element names of the 22-D ``observation.state`` every robolearn env reports (the adapters' EE
+point is their TCP)."""
+EE_DELTA_ACTION_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
+"""The 7-D ``ee_delta`` action: EE translation and rotation steps in [-1, 1], gripper -1 open, +1 closed."""
+JOINT_POS_ACTION_NAMES: tuple[str, ...] = (*(f"q{i}" for i in range(1, 8)), "gripper")
+"""The 8-D ``joint_pos`` action of the embedded Franka tasks: 7 joint targets (rad) and the gripper."""
+
 # Per-frame bookkeeping columns written by LeRobot v3.0.
 TIMESTAMP = "timestamp"
 FRAME_INDEX = "frame_index"

@@ -15,8 +15,6 @@ except ImportError:  # pragma: no cover
     pass
 
 
-import argparse  # noqa: E402
-
 import pytest  # noqa: E402
 
 
@@ -26,7 +24,5 @@ def lift_dataset(tmp_path_factory):
     from robolearn.commands import collect
 
     out = tmp_path_factory.mktemp("lift") / "ds"
-    args = argparse.Namespace(env="franka-lift", episodes=6, out=out, cameras="", image_size="96x96", preset=None,
-                              overrides=[], seed=0, workers=1, keep_failed=False, teleop=None, expert_noise=0.0, json=None)  # fmt: skip
-    assert collect.run(args) == 0
+    assert collect.run(collect.default_args(env="franka-lift", episodes=6, out=out)) == 0
     return out

@@ -1,9 +1,15 @@
-"""``robolearn eval``: closed-loop success rate of a checkpoint in a simulated env."""
+"""``robolearn eval``: closed-loop success rate of a checkpoint in a simulated env.
+
+Two figures, each with a 95% Wilson interval: *first success* (success reached on some step) and
+*held* (success still true on the final step, ``--hold-steps`` past the first success). See
+:mod:`robolearn.eval.evaluate` for what episode length and return count.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from robolearn.errors import UserError
@@ -13,8 +19,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint", required=True, type=Path, help="checkpoint folder (a RUN or RUN/checkpoints/STEP)"
     )
-    p.add_argument("--env", default="franka-lift", help="registered env name")
+    p.add_argument("--env", help="registered env name (default: the env the checkpoint's dataset came from)")
     p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--hold-steps", type=int, default=20, metavar="N",
+                   help="run each episode N steps past its first success and report whether success still "
+                        "holds on the last step; episode length and return include those steps "
+                        "(0: stop at the first success, the held figure then equals the first)")  # fmt: skip
     p.add_argument(
         "--num-envs", type=int, default=4, help="env copies stepped together (one batched policy call)"
     )
@@ -31,50 +41,71 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
 
 
+def resolve_env(checkpoint: Path, env: str | None) -> str:
+    """``env`` when given, else the one env the checkpoint records; a :class:`UserError` otherwise."""
+    from robolearn.policies import CheckpointError, checkpoint_envs
+
+    if env:
+        return env
+    try:
+        recorded = checkpoint_envs(checkpoint)
+    except CheckpointError as exc:
+        raise UserError(str(exc)) from None
+    if len(recorded) == 1:
+        return recorded[0]
+    if recorded:
+        raise UserError(
+            f"--env: {checkpoint} was trained on several envs ({', '.join(recorded)}); choose one with --env"
+        )
+    raise UserError(f"--env: required: {checkpoint / 'config.json'} records no source env; pass --env NAME")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from robolearn.config import ConfigError
-    from robolearn.envs import env_config
-    from robolearn.eval.evaluate import evaluate
+    from robolearn.eval.evaluate import evaluate, policy_env_config
     from robolearn.policies import CheckpointError, FeatureMismatchError, load_policy
-    from robolearn.types import OBS_IMAGE_PREFIX
 
     torch.set_num_threads(args.threads)
     if args.episodes < 1:
         raise UserError(f"--episodes must be >= 1, found {args.episodes}")
+    if args.hold_steps < 0:
+        raise UserError(f"--hold-steps must be >= 0, found {args.hold_steps}")
     try:
         policy = load_policy(args.checkpoint)
     except (CheckpointError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
-    image_keys = [k for k in policy.input_features if k.startswith(OBS_IMAGE_PREFIX)]
-    cams = (
-        tuple(c for c in args.cameras.split(",") if c)
-        if args.cameras
-        else tuple(k[len(OBS_IMAGE_PREFIX) :] for k in image_keys)
-    )
-    fields = {"cameras": cams}
-    if image_keys:
-        c, h, w = policy.input_features[image_keys[0]]
-        fields["image_size"] = (h, w)
+    env = resolve_env(args.checkpoint, args.env)
+    cams = tuple(c for c in args.cameras.split(",") if c) if args.cameras else None
     try:
-        cfg = env_config(args.env, overrides=args.overrides, **fields)
+        cfg = policy_env_config(policy, env, overrides=args.overrides, cameras=cams)
         result = evaluate(
-            policy, args.env, cfg, episodes=args.episodes, num_envs=args.num_envs, video_dir=args.video,
+            policy, env, cfg, episodes=args.episodes, num_envs=args.num_envs, video_dir=args.video,
             video_episodes=args.video_episodes if args.video else 0, temporal_ensemble=args.temporal_ensemble,
+            hold_steps=args.hold_steps,
         )  # fmt: skip
-    except (ConfigError, KeyError, FeatureMismatchError) as exc:
+    except (ConfigError, KeyError, ValueError, FeatureMismatchError) as exc:
         raise UserError(str(exc).strip("'\"")) from None
     out = result.to_json()
-    summary = {k: out[k] for k in ("success_rate", "ci95", "episodes", "mean_return", "latency_ms")}
+    keys = ("success_rate", "ci95", "held_success_rate", "held_ci95", "hold_steps", "episodes", "mean_return",
+            "latency_ms")  # fmt: skip
     if args.json:
-        args.json.write_text(
-            json.dumps({**summary, "per_episode": out["per_episode"], "videos": out["videos"]}, indent=2)
-        )
+        data = {
+            "env": env,
+            **{k: out[k] for k in keys},
+            "per_episode": out["per_episode"],
+            "videos": out["videos"],
+        }
+        tmp = args.json.with_name(f".{args.json.name}.tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, args.json)
     lo, hi = result.ci95
+    hlo, hhi = result.held_ci95
     print(
-        f"{args.env}: success {100 * result.success_rate:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] over {result.episodes} "
-        f"episodes, mean return {result.mean_return:.2f}, policy latency p50 {result.latency_ms['p50']:.1f} ms "
-        f"p99 {result.latency_ms['p99']:.1f} ms ({torch.get_num_threads()} thread)"
+        f"{env}: first success {100 * result.success_rate:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}], held "
+        f"{args.hold_steps} steps {100 * result.held_success_rate:.1f}% [{100 * hlo:.1f}, {100 * hhi:.1f}] over "
+        f"{result.episodes} episodes, mean return {result.mean_return:.2f}, policy latency p50 "
+        f"{result.latency_ms['p50']:.1f} ms p99 {result.latency_ms['p99']:.1f} ms ({torch.get_num_threads()} thread)"
     )
     return 0

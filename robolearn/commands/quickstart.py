@@ -56,10 +56,9 @@ def run(args: argparse.Namespace) -> int:
     t = _stage(f"1/4 collect {args.episodes} scripted demos on {args.env}")
     have = LeRobotReader(dataset).num_episodes if (dataset / "meta" / "info.json").exists() else 0
     if have < args.episodes:
-        # Resuming an interrupted collection: episode i used seed i (the lift expert does not fail).
-        ns = argparse.Namespace(env=args.env, episodes=args.episodes - have, out=dataset, cameras="", image_size="96x96",
-                                preset=None, overrides=[], seed=have, workers=1, keep_failed=False, teleop=None, expert_noise=0.0,
-                                json=args.out / "collect.json")  # fmt: skip
+        # An interrupted collection resumes after the largest seed the dataset records.
+        ns = collect_cmd.default_args(env=args.env, episodes=args.episodes - have, out=dataset,
+                                      json=args.out / "collect.json")  # fmt: skip
         if collect_cmd.run(ns) != 0:
             raise UserError("the scripted expert failed to produce enough demos")
     else:
@@ -85,17 +84,18 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(
         policy, args.env, episodes=args.eval_episodes, num_envs=8, video_dir=videos, video_episodes=1
     )
-    lo, hi = result.ci95
-    print(f"success {100 * result.success_rate:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]  latency p50 "
-          f"{result.latency_ms['p50']:.2f} ms p99 {result.latency_ms['p99']:.2f} ms")  # fmt: skip
+    (lo, hi), (hlo, hhi) = result.ci95, result.held_ci95
+    print(f"first success {100 * result.success_rate:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}], held "
+          f"{result.hold_steps} steps {100 * result.held_success_rate:.1f}% [{100 * hlo:.1f}, {100 * hhi:.1f}]  "
+          f"latency p50 {result.latency_ms['p50']:.2f} ms p99 {result.latency_ms['p99']:.2f} ms")  # fmt: skip
     (args.out / "eval.json").write_text(json.dumps(result.to_json(), indent=2))
     timings["eval"] = time.perf_counter() - t
 
     t = _stage("4/4 write the report")
     rows = read_metrics(run_dir)
     curve = rep.plot_training_curve(rows, report_dir / "training_curve.png")
-    succ = rep.plot_success(
-        [f"{cfg.policy} ({args.env})"], [result.success_rate], [result.ci95], report_dir / "success_rate.png"
+    succ = rep.plot_eval_success(
+        result, report_dir / "success_rate.png", f"{cfg.policy} on {args.env} (95% Wilson interval)"
     )
     lat = rep.plot_latency(
         result.latency_ms, report_dir / "latency.png", "Policy latency per call (1 thread)"
@@ -104,18 +104,20 @@ def run(args: argparse.Namespace) -> int:
     total = time.perf_counter() - start
     sections = [
         rep.Section("Imitation: flow policy on " + args.env, f"{args.episodes} scripted demos, {cfg.steps} training steps.",
-                    table={"success rate": f"{100 * result.success_rate:.1f}% (95% CI {100 * lo:.1f}-{100 * hi:.1f}%, "
-                                           f"{result.episodes} episodes)",
+                    table={**rep.success_table(result),
                            "mean return": f"{result.mean_return:.2f}",
                            "latency p50 / p99": f"{result.latency_ms['p50']:.2f} / {result.latency_ms['p99']:.2f} ms",
                            **{f"time: {k}": f"{v:.0f} s" for k, v in timings.items()}, "time: total": f"{total:.0f} s"}),
         rep.Section("Training curve", images=[curve.name]),
-        rep.Section("Success rate", images=[succ.name]),
+        rep.Section("Success rate", f"First success: success reached on some step. Held: success still true on "
+                    f"the last step of an episode that runs {result.hold_steps} steps past its first success.",
+                    images=[succ.name]),
         rep.Section("Latency", images=[lat.name]),
         rep.Section("Rollout", videos=[str(Path(v).relative_to(report_dir)) for v in result.videos]),
     ]  # fmt: skip
     index = rep.write_report(report_dir, "robolearn quickstart", sections)
     print(
-        f"\nquickstart done in {total / 60:.1f} min: success {100 * result.success_rate:.1f}% — report: {index.resolve()}"
+        f"\nquickstart done in {total / 60:.1f} min: success {100 * result.success_rate:.1f}% first, "
+        f"{100 * result.held_success_rate:.1f}% held — report: {index.resolve()}"
     )
     return 0

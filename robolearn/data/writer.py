@@ -1,5 +1,16 @@
 """Record episodes into a LeRobot v3.0 dataset, crash-safely.
 
+Source metadata (robolearn's additions; lerobot ignores both, so datasets stay lerobot-readable):
+
+- ``meta/info.json`` may hold a top-level ``"robolearn"`` block naming the registered env the
+  episodes came from: ``{"env": "franka-lift", "env_config": {...every field of that env's config
+  class, as robolearn.config.to_dict writes it...}}``. It is written when the writer is given
+  ``env=`` (``robolearn collect`` always does) and absent otherwise. ``robot_type`` is the arm's
+  LeRobot robot type (``franka_fr3``, ``panda``, ``sawyer``), ``null`` when unknown.
+- ``meta/episodes/*.parquet`` may hold an int64 ``seed`` column: the ``env.reset(seed=...)`` of
+  each episode. A dataset records a seed for every episode or for none (decided by its first
+  episode), and no seed twice.
+
 Commit protocol (one commit per ``save_episode``, or per ``commit_every`` episodes): every file that
 changes is rewritten under ``.robolearn_tmp/``, fsynced and renamed over its target, in this order:
 data parquet, videos, ``tasks.parquet``, episodes parquet, ``stats.json`` and, last, ``info.json``.
@@ -13,6 +24,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +39,8 @@ from robolearn.types import EPISODE_INDEX, FRAME_INDEX, INDEX, TASK_INDEX, TIMES
 
 log = logging.getLogger(__name__)
 _MB = 1024**2
+SOURCE_KEY = "robolearn"
+"""Top-level ``info.json`` key of the source-env block: ``{"env": str, "env_config": dict}``."""
 
 
 @dataclass
@@ -35,6 +49,7 @@ class _Saved:
 
     index: int
     length: int
+    seed: int | None
     tasks: list[str]
     table: pa.Table
     videos: dict[str, Path]
@@ -50,6 +65,9 @@ class LeRobotWriter:
     libx264. A commit rewrites the current data parquet file and remuxes (no re-encoding) the
     current mp4 of each camera, as LeRobot does for its videos; ``commit_every > 1`` batches that
     work for bulk conversion (a crash then also loses the saved-but-uncommitted episodes).
+
+    ``robot_type`` is LeRobot's robot label (None when unknown); ``env`` and ``env_config`` record
+    the source env in ``info.json`` (see the module docstring for the exact keys).
     """
 
     def __init__(
@@ -57,10 +75,12 @@ class LeRobotWriter:
         root: str | Path,
         fps: int,
         features: dict[str, FeatureSpec],
-        robot_type: str | None = "franka",
+        robot_type: str | None = None,
         use_videos: bool = True,
         vcodec: str | None = None,
         *,
+        env: str | None = None,
+        env_config: dict[str, Any] | None = None,
         chunks_size: int = layout.DEFAULT_CHUNK_SIZE,
         data_files_size_in_mb: int = layout.DEFAULT_DATA_FILE_SIZE_IN_MB,
         video_files_size_in_mb: int = layout.DEFAULT_VIDEO_FILE_SIZE_IN_MB,
@@ -81,6 +101,10 @@ class LeRobotWriter:
             data_files_size_in_mb=data_files_size_in_mb,
             video_files_size_in_mb=video_files_size_in_mb,
         )
+        if env is not None:
+            info[SOURCE_KEY] = {"env": str(env), "env_config": dict(env_config or {})}
+        elif env_config is not None:
+            raise ValueError("env_config needs env: the name of the registered env it configures")
         has_video = any(ft["dtype"] == "video" for ft in info_features.values())
         for key, ft in info_features.items():
             h, w = ft["shape"][:2] if ft["dtype"] == "video" else (4, 4)
@@ -135,6 +159,9 @@ class LeRobotWriter:
         self._vids = {k: index.cursor(f"videos/{k}") for k in self._video_keys}
         self._pending: list[_Saved] = []
         self._closed = self._failed = False
+        seeds = index.columns.get("seed")
+        self._seed_episode: dict[int, int] = {} if seeds is None else {int(s): i for i, s in enumerate(seeds)}
+        self._records_seeds: bool | None = None if index.num_episodes == 0 else seeds is not None
         self._reset_buffer()
 
     # ------------------------------------------------------------------ recording
@@ -154,6 +181,16 @@ class LeRobotWriter:
     @property
     def num_frames(self) -> int:
         return self._num_frames
+
+    @property
+    def source_env(self) -> str | None:
+        """The registered env recorded in ``info.json`` (``robolearn.env``), if any."""
+        return self.info.get(SOURCE_KEY, {}).get("env")
+
+    @property
+    def seeds(self) -> dict[int, int] | None:
+        """Recorded seed -> episode index for every saved episode; None if the dataset records none."""
+        return dict(self._seed_episode) if self._records_seeds is not False else None
 
     @property
     def episode_frames(self) -> int:
@@ -210,12 +247,18 @@ class LeRobotWriter:
             enc.abort()
         self._reset_buffer()
 
-    def save_episode(self) -> int:
-        """Close the open episode; returns its index. It is on disk once committed (see ``commit_every``)."""
+    def save_episode(self, seed: int | None = None) -> int:
+        """Close the open episode; returns its index. It is on disk once committed (see ``commit_every``).
+
+        ``seed``: the ``reset(seed=...)`` the episode started from, recorded per episode. Raises
+        ``ValueError`` (keeping the open episode) when the seed is already in the dataset, or when
+        this episode gives a seed and earlier ones did not, or the other way round.
+        """
         n = len(self._buf_tasks)
         if n == 0:
             raise ValueError("save_episode(): the episode has no frames")
         ep = self._num_episodes
+        self._check_seed(seed)
         videos = {}
         for key, enc in self._encoders.items():
             written = enc.close()
@@ -241,7 +284,11 @@ class LeRobotWriter:
                 ep_stats[key] = stats.numeric_stats(columns[key])
         table = layout.episode_table(columns, self._schema)
         tasks = list(dict.fromkeys(self._buf_tasks))
-        self._pending.append(_Saved(ep, n, tasks, table, videos, ep_stats))
+        seed = None if seed is None else int(seed)
+        self._pending.append(_Saved(ep, n, seed, tasks, table, videos, ep_stats))
+        self._records_seeds = seed is not None
+        if seed is not None:
+            self._seed_episode[seed] = ep
         self._num_episodes += 1
         self._num_frames += n
         self._encoders = {}
@@ -249,6 +296,18 @@ class LeRobotWriter:
         if len(self._pending) >= self._commit_every:
             self.commit()
         return ep
+
+    def _check_seed(self, seed: int | None) -> None:
+        if seed is None:
+            if self._records_seeds:
+                raise ValueError(f"{self.root}: its episodes record their seed; pass save_episode(seed=...)")
+            return
+        if self._records_seeds is False:
+            raise ValueError(f"{self.root}: its episodes record no seed; save this one without seed=")
+        if int(seed) in self._seed_episode:
+            raise ValueError(
+                f"{self.root}: seed {int(seed)} is already in the dataset (episode {self._seed_episode[int(seed)]})"
+            )
 
     # ------------------------------------------------------------------ committing
     def commit(self) -> None:
@@ -270,6 +329,9 @@ class LeRobotWriter:
     def _commit(self) -> None:
         pending, info, root = self._pending, self.info, self.root
         rows = [{"episode_index": p.index, "tasks": p.tasks, "length": p.length} for p in pending]
+        if self._records_seeds:
+            for row, p in zip(rows, pending, strict=True):
+                row["seed"] = p.seed
         self._commit_data(pending, rows)
         for key in self._video_keys:
             self._commit_video(key, pending, rows)

@@ -2,7 +2,8 @@
 
 Registered here (light: config classes and import paths only): the embedded tasks
 ``franka-reach``, ``franka-lift``, ``franka-push``, ``franka-stack``, ``franka-pick-place``, and the
-optional adapters ``robosuite-*`` and ``metaworld-*`` (their packages import only when built).
+optional adapters ``robosuite-*``, ``metaworld-*`` and ``gym-hil-*`` (their packages import only
+when built).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from robolearn.config import from_dict, load_yaml, to_dict
 from robolearn.config.loader import apply_overrides
-from robolearn.envs.adapters import MetaWorldConfig, RobosuiteConfig
+from robolearn.envs.adapters import GymHilConfig, MetaWorldConfig, RobosuiteConfig
 from robolearn.envs.config import FrankaTaskConfig
 from robolearn.registry import ENVS
 
@@ -27,7 +28,7 @@ for _task, _desc in {
 }.items():
     ENVS.register(f"franka-{_task}", FrankaTaskConfig, _FRANKA_BUILDER, {"task": _task}, _desc)
 
-# Optional adapters (extras ``robosuite`` / ``metaworld``): same observation and action conventions.
+# Optional adapters (extras robosuite / metaworld / gym-hil): same observation and action conventions.
 _RS = "robolearn.envs.adapters.robosuite_env:build"
 for _name, _task in {"lift": "Lift", "stack": "Stack", "pick-place-can": "PickPlaceCan",
                      "nut-assembly-square": "NutAssemblySquare"}.items():  # fmt: skip
@@ -46,6 +47,15 @@ for _name in ("reach", "push", "pick-place"):
         _MW,
         {"task": f"{_name}-v3"},
         f"Meta-World v3 {_name}, Sawyer, 4-D xyz+gripper action",
+    )
+_HIL = "robolearn.envs.adapters.gym_hil_env:build"
+for _name, _task in {"pick-cube": "PandaPickCube", "arrange-boxes": "PandaArrangeBoxes"}.items():
+    ENVS.register(
+        f"gym-hil-{_name}",
+        GymHilConfig,
+        _HIL,
+        {"task": _task},
+        f"gym-hil {_task}, Panda + Robotiq 2F-85, mocap ee_delta, 10 Hz",
     )
 
 

@@ -5,6 +5,38 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from robolearn.types import (
+    ACTION,
+    EE_DELTA_ACTION_NAMES,
+    JOINT_POS_ACTION_NAMES,
+    OBS_ENV_STATE,
+    OBS_STATE,
+    STATE_NAMES,
+)
+
+
+def _pose(body: str) -> tuple[str, ...]:
+    return tuple(f"{body}_{c}" for c in ("x", "y", "z", "qw", "qx", "qy", "qz"))
+
+
+ENV_STATE_NAMES: dict[str, tuple[str, ...]] = {
+    "reach": ("target_x", "target_y", "target_z"),
+    "lift": _pose("cube"),
+    "push": (*_pose("cube"), "goal_x", "goal_y", "goal_z"),
+    "pick-place": (*_pose("cube"), "goal_x", "goal_y", "goal_z"),
+    "stack": (*_pose("cube_a"), *_pose("cube_b")),
+}
+"""Element names of ``observation.environment_state`` per embedded task: object positions (m, world
+frame, table top at z = 0) and quaternions (wxyz), then the goal's position."""
+INSTRUCTION_TEMPLATES: dict[str, str] = {
+    "reach": "reach the {colour} ball",
+    "lift": "lift the {colour} cube",
+    "push": "push the {cube} cube to the {goal} circle",
+    "pick-place": "put the {cube} cube on the {goal} circle",
+    "stack": "put the {cube_a} cube on the {cube_b} cube",
+}
+"""The instruction each task draws per episode; colours are sampled at reset."""
+
 
 @dataclass
 class FrankaTaskConfig:
@@ -42,3 +74,17 @@ class FrankaTaskConfig:
     """Arm description in ``hardware/franka/<name>.yaml`` (kinematics, limits, rates)."""
     extra: dict[str, float] = field(default_factory=dict)
     """Task-specific knobs (e.g. ``success_height``); unknown ones are rejected by the task."""
+
+    @property
+    def robot_type(self) -> str:
+        """LeRobot's ``robot_type`` of the arm: ``franka_<hardware>``, e.g. ``franka_fr3``."""
+        return f"franka_{self.hardware}"
+
+    def feature_names(self) -> dict[str, tuple[str, ...]]:
+        """Element names of ``observation.state``, ``observation.environment_state`` and ``action``."""
+        action = EE_DELTA_ACTION_NAMES if self.control_mode == "ee_delta" else JOINT_POS_ACTION_NAMES
+        return {OBS_STATE: STATE_NAMES, OBS_ENV_STATE: ENV_STATE_NAMES[self.task], ACTION: action}
+
+    def instruction_template(self) -> str:
+        """The task's instruction with its per-episode colours as ``{placeholders}``."""
+        return INSTRUCTION_TEMPLATES[self.task]

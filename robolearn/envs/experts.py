@@ -3,12 +3,18 @@
 Each expert is a small closed-loop state machine over the observation (``observation.state`` and
 ``observation.environment_state``) that emits ``ee_delta`` actions; it re-plans from what it sees
 every step, so a slipped grasp or a drifting cube is recovered rather than replayed.
+
+They also finish the task, for demos that run past the first success (``rollout(post_success_steps=)``):
+reach stays on the target, lift holds the cube up, push stops, draws back and rises, pick-place and
+stack let go and back off upward without disturbing the cube, and wait there.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -176,7 +182,18 @@ class PickExpert(ScriptedExpert):
 
 
 class PlaceExpert(PickExpert):
-    """Pick ``cube_a``, carry it above ``place_xy`` and set it down at ``place_z`` (TCP height)."""
+    """Pick ``cube_a``, carry it above ``place_xy`` and set it down at ``place_z`` (TCP height), let go
+    (phase 5) and back off upward (phase 6), then wait above it; pick it again if it is knocked off."""
+
+    retreat_dz = 0.1
+    """TCP height above the placed cube's centre where the expert waits once it has let go."""
+    clear_dz = 0.05
+    """TCP height above the cube's centre at which the pads (2 cm below the TCP) are clear of it."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.release_pose = (np.zeros(3), 0.0)
+        """TCP position and hand yaw when the expert began to let go."""
 
     @abstractmethod
     def place_target(self, env) -> tuple[np.ndarray, float]:
@@ -209,21 +226,38 @@ class PlaceExpert(PickExpert):
             self._goto(3)
         elif abs(tcp[2] - place_z) < 0.006 and _near(tcp[:2], xy, 0.005):
             self._goto(5)
+            # While the pads still hold it the cube moves with the hand, so no target relative to the
+            # cube can pin the hand: it holds the pose it let go at until the pads are open.
+            self.release_pose = (tcp.copy(), hand_yaw(state))
         return self.servo(state, target, yaw, CLOSE, speed=0.4)
 
+    @abstractmethod
+    def placed(self, env) -> bool:
+        """Whether ``cube_a`` still rests where the task wants it (the success test, gripper aside)."""
+
     def release(self, state, env):
-        tcp = state[15:18]
+        tcp, cube = state[15:18], env[:3]
+        held_at, yaw = self.release_pose  # the hand does not turn while the pads straddle the cube
         if self.phase == 5:  # open fully before climbing, or the pads drag the cube along
             if state[14] > 0.07 or self.timer > 30:
                 self._goto(6)
-            xy, _ = self._tcp_goal(tcp, env)  # keep the cube centred meanwhile
-            return self.servo(state, np.array([xy[0], xy[1], tcp[2]]), hand_yaw(state), OPEN, speed=0.3)
-        return self.servo(state, np.array([tcp[0], tcp[1], tcp[2] + 0.05]), hand_yaw(state), OPEN, speed=0.5)
+            return self.servo(state, held_at, yaw, OPEN, speed=0.3)
+        if tcp[2] > cube[2] + self.clear_dz and not self.placed(env):
+            self._goto(0)  # knocked off after letting go: pick it up again
+            return super().act(state, env)
+        # Back off straight up, centred over the cube, at full speed: the fewer steps the pads spend
+        # beside it, the fewer chances a sideways slip has to brush it. Then wait there.
+        target = np.array([cube[0], cube[1], cube[2] + self.retreat_dz])
+        return self.servo(state, target, yaw, OPEN)
 
 
 class PickPlaceExpert(PlaceExpert):
     def place_target(self, env):
         return env[7:9], CUBE_HALF + 0.004
+
+    def placed(self, env):
+        dist = float(np.linalg.norm(env[:2] - env[7:9]))
+        return dist < self.cfg.extra.get("success_dist", 0.04) and env[2] < CUBE_HALF + 0.01
 
 
 class StackExpert(PlaceExpert):
@@ -231,20 +265,42 @@ class StackExpert(PlaceExpert):
         base = env[7:10]
         return base[:2], base[2] + 2 * CUBE_HALF + 0.004
 
+    def placed(self, env):
+        dist = float(np.linalg.norm(env[:2] - env[7:9]))
+        on_top = abs(env[2] - env[9] - 2 * CUBE_HALF) < 0.008
+        return dist < self.cfg.extra.get("success_xy", 0.02) and on_top
+
 
 class PushExpert(ScriptedExpert):
     """Push ``cube_a`` toward the goal with the closed gripper, steering onto the cube-goal line every
-    step; back off and re-approach when the cube slips sideways off the pusher."""
+    step; back off and re-approach when the cube slips sideways off the pusher. Once the cube is well
+    inside the goal it stops pushing, draws back from the cube, rises and waits (phase 3)."""
 
     push_z = 0.021
     contact = CUBE_HALF + 0.011
     """TCP-to-cube-centre distance at contact (cube half edge + pad half depth)."""
+    done_frac = 0.4
+    """Stop pushing when the cube is within this fraction of the goal's success radius of its centre."""
+    redo_frac = 0.8
+    """While waiting, push again if the cube lies beyond this fraction of the success radius."""
+    wait_z = 0.1
+    """TCP height where the pusher waits once done."""
 
     def act(self, state, env):
         tcp = state[15:18]
         cube, goal = env[:2], env[7:9]
         to_goal = goal - cube
-        u = to_goal / max(float(np.linalg.norm(to_goal)), 1e-6)
+        radius = self.cfg.extra.get("success_dist", 0.05)
+        goal_dist = float(np.linalg.norm(to_goal))
+        if self.phase == 3:
+            if goal_dist > self.redo_frac * radius:
+                self._goto(0)
+            else:
+                return self.back_off(state, cube)
+        if self.phase == 2 and goal_dist < self.done_frac * radius:
+            self._goto(3)
+            return self.back_off(state, cube)
+        u = to_goal / max(goal_dist, 1e-6)
         yaw = nearest_yaw(math.atan2(u[1], u[0]), math.pi, hand_yaw(state))
         behind = cube - u * (self.contact + 0.025)
         rel = cube - tcp[:2]
@@ -266,6 +322,21 @@ class PushExpert(ScriptedExpert):
         target = cube - u * (self.contact - 0.02)
         return self.servo(state, np.array([target[0], target[1], self.push_z]), yaw, CLOSE, speed=0.35)
 
+    def back_off(self, state: np.ndarray, cube: np.ndarray) -> np.ndarray:
+        """Open the fingers, draw the pusher straight back from the cube at table height, then rise
+        and wait. A cube corner can wedge between the closed pads: opening frees it, and rising while
+        the pads touch the cube would lift it along with them."""
+        tcp = state[15:18]
+        away = tcp[:2] - cube
+        gap = float(np.linalg.norm(away))
+        away = away / max(gap, 1e-6)
+        if state[14] < 0.03 and self.timer <= 10:  # let the fingers part before moving
+            xy, z = tcp[:2], tcp[2]
+        else:
+            xy = cube + away * (self.contact + 0.03)
+            z = self.wait_z if gap > self.contact + 0.015 else tcp[2]
+        return self.servo(state, np.array([xy[0], xy[1], z]), hand_yaw(state), OPEN, speed=0.5)
+
 
 EXPERTS: dict[str, type[ScriptedExpert]] = {
     "reach": ReachExpert,
@@ -276,6 +347,33 @@ EXPERTS: dict[str, type[ScriptedExpert]] = {
 }
 
 
-def make_expert(config: FrankaTaskConfig, **kwargs) -> ScriptedExpert:
-    """The scripted expert for ``config.task``."""
-    return EXPERTS[config.task](config, **kwargs)
+class NoExpertError(LookupError):
+    """The env has no shipped scripted expert (``robolearn collect --expert`` plugs in one)."""
+
+
+def make_expert(config: Any, **kwargs: Any) -> Callable[[dict], np.ndarray]:
+    """The shipped scripted expert for an env config: a callable obs -> action, maybe with ``reset()``.
+
+    Embedded Franka tasks: the :data:`EXPERTS` state machines (``kwargs`` go to them). Meta-World:
+    its shipped per-task policy. gym-hil PickCube: its adapter's expert. Raises
+    :class:`NoExpertError` for any other config (robosuite ships no scripted policies).
+    """
+    from robolearn.envs.adapters import GymHilConfig, MetaWorldConfig
+
+    if isinstance(config, FrankaTaskConfig):
+        return EXPERTS[config.task](config, **kwargs)
+    if isinstance(config, MetaWorldConfig):
+        from robolearn.envs.adapters.metaworld_env import MetaWorldExpert
+
+        try:
+            return MetaWorldExpert(config.task)
+        except ValueError as exc:
+            raise NoExpertError(str(exc)) from None
+    if isinstance(config, GymHilConfig):
+        from robolearn.envs.adapters.gym_hil_env import scripted_expert
+
+        try:
+            return scripted_expert(config)
+        except ValueError as exc:
+            raise NoExpertError(str(exc)) from None
+    raise NoExpertError(f"no scripted expert ships for {type(config).__name__} envs")

@@ -3,13 +3,28 @@
 Each env copy runs whole episodes from its own seeds; the policy is queried in one batch for every
 env whose action queue ran dry (or every step with temporal ensembling), so the latency figures are
 per policy call. Seeds start at :data:`robolearn.eval.EVAL_SEED_BASE`, disjoint from the demos.
+
+Two success figures, because a policy can reach success and then lose it (drop the cube, push it
+past the goal). The env is built with ``terminate_on_success=False`` and an episode ends
+``hold_steps`` steps after its first success, at the env's own end (its step cap, a truncation or a
+termination), whichever comes first:
+
+- **first success**: ``info["is_success"]`` was true on some step (``EpisodeResult.success``,
+  ``first_success_step`` counts the steps taken up to and including it);
+- **held**: ``info["is_success"]`` is true on the episode's final step (``EpisodeResult.held``).
+
+An episode's ``length`` counts every step taken, the hold steps included, and ``ret`` sums the
+reward of all of them. ``hold_steps=0`` is the old protocol: the episode stops at its first
+success, so held equals first success and length and return end there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,17 +41,34 @@ from robolearn.progress import progress as show_progress
 
 @dataclass
 class EpisodeResult:
+    """One evaluation episode (see the module docstring for what the fields count)."""
+
     seed: int
     success: bool
+    """Success was reached on some step (first success)."""
     ret: float
+    """Sum of the rewards of every step taken, hold steps included."""
     length: int
+    """Steps taken, hold steps included."""
     task: str
+    first_success_step: int | None = None
+    """Steps taken when success was first reached (1-based); None when it never was."""
+    held: bool = False
+    """``info["is_success"]`` on the episode's final step."""
 
 
 @dataclass
 class EvalResult:
+    """Both success figures with 95% Wilson intervals, mean return, latency per policy call."""
+
     success_rate: float
+    """Share of episodes that reached success at least once (first success)."""
     ci95: tuple[float, float]
+    held_success_rate: float
+    """Share of episodes still successful on their final step, ``hold_steps`` after the first success."""
+    held_ci95: tuple[float, float]
+    hold_steps: int
+    """Steps each episode ran past its first success (fewer where the env ended it sooner)."""
     episodes: int
     mean_return: float
     latency_ms: dict[str, float]
@@ -47,6 +79,7 @@ class EvalResult:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["ci95"] = list(self.ci95)
+        out["held_ci95"] = list(self.held_ci95)
         return out
 
 
@@ -55,6 +88,25 @@ def env_feature_shapes(env) -> dict[str, tuple[int, ...]]:
     shapes = {k: tuple(s.shape) for k, s in env.observation_space.spaces.items() if k != types.TASK}
     shapes[types.ACTION] = tuple(env.action_space.shape)
     return shapes
+
+
+def policy_env_config(
+    policy, env_name: str, preset: str | Path | None = None, overrides: Iterable[str] = (),
+    cameras: Iterable[str] | None = None,
+) -> Any:  # fmt: skip
+    """The config of env ``env_name`` for evaluating ``policy``: registry defaults, ``preset``,
+    ``overrides``, then the cameras the policy consumes (or ``cameras``) at the policy's image size.
+    Raises ``robolearn.config.ConfigError`` for a bad override, ``KeyError`` for an unknown env."""
+    from robolearn.envs import env_config
+
+    image_keys = [k for k in policy.input_features if types.is_image_key(k)]
+    prefix = len(types.OBS_IMAGE_PREFIX)
+    cams = tuple(cameras) if cameras is not None else tuple(k[prefix:] for k in image_keys)
+    fields: dict[str, Any] = {"cameras": cams}
+    if image_keys:
+        _, h, w = policy.input_features[image_keys[0]]
+        fields["image_size"] = (h, w)
+    return env_config(env_name, preset, overrides, **fields)
 
 
 def _frame_tensors(obs: dict, keys: list[str]) -> dict[str, torch.Tensor]:
@@ -78,13 +130,14 @@ class _EnvSlot:
         self.ensemble: list[tuple[int, np.ndarray]] = []
         self.seed = -1
         self.t = 0
+        self.first: int | None = None
         self.ret = 0.0
         self.frames: list[np.ndarray] | None = None
         self.task = ""
 
     def start(self, seed: int, keys: list[str], record: bool) -> None:
         obs, _ = self.env.reset(seed=seed)
-        self.seed, self.t, self.ret, self.task = seed, 0, 0.0, str(obs[types.TASK])
+        self.seed, self.t, self.first, self.ret, self.task = seed, 0, None, 0.0, str(obs[types.TASK])
         self.queue.clear()
         self.ensemble.clear()
         frame = _frame_tensors(obs, keys)
@@ -110,18 +163,28 @@ def evaluate(
     video_episodes: int = 2,
     temporal_ensemble: float | None = None,
     progress: bool = True,
+    hold_steps: int = 20,
 ) -> EvalResult:
     """Roll ``policy`` out for ``episodes`` episodes; see :class:`EvalResult`.
 
-    ``temporal_ensemble=m`` queries the policy every step and averages the overlapping chunk
-    predictions for the current step with weights exp(-m·i), i = 0 for the oldest (ACT).
+    ``env_config`` defaults to :func:`policy_env_config` (the cameras the policy consumes); its
+    ``terminate_on_success`` is set to False, and each episode runs ``hold_steps`` past its first
+    success (module docstring). Videos (``video_dir``) work for any policy: the env renders its
+    front view when the policy consumes no camera. ``temporal_ensemble=m`` queries the policy
+    every step and averages the overlapping chunk predictions for the current step with weights
+    exp(-m·i), i = 0 for the oldest (ACT).
     Raises :class:`robolearn.policies.FeatureMismatchError` before any rollout when the env's
     observation or action features do not match the policy's.
     """
-    from robolearn.envs import env_config as default_config
     from robolearn.envs import make_env
 
-    cfg = env_config if env_config is not None else default_config(env_name)
+    if hold_steps < 0:
+        raise ValueError(f"hold_steps must be >= 0, found {hold_steps}")
+    cfg = env_config if env_config is not None else policy_env_config(policy, env_name)
+    if not hasattr(cfg, "terminate_on_success"):
+        raise ValueError(f"env {env_name}: {type(cfg).__name__} has no terminate_on_success field")
+    # The episode's end is decided here (hold_steps past the first success), never by the env.
+    cfg = dataclasses.replace(cfg, terminate_on_success=False)
     num_envs = max(1, min(num_envs, episodes))
     record = video_dir is not None and video_episodes > 0
     envs = [make_env(env_name, cfg, render_mode="rgb_array" if record else None) for _ in range(num_envs)]
@@ -129,7 +192,7 @@ def evaluate(
     policy.eval()
     keys = list(policy.input_features)
     n_obs, start, n_exec = policy.config.n_obs_steps, policy.config.exec_start, policy.config.n_action_steps
-    fps = int(round(getattr(cfg, "control_hz", 20)))
+    fps = int(round(envs[0].metadata.get("render_fps") or getattr(cfg, "control_hz", 20)))
     slots = [_EnvSlot(env, n_obs) for env in envs]
     seeds = iter(range(seed_base, seed_base + episodes))
     results: list[EpisodeResult] = []
@@ -162,12 +225,15 @@ def evaluate(
                 s.push(obs, keys)
                 if s.frames is not None:
                     s.frames.append(s.env.render())
-                if not (terminated or truncated):
+                held = bool(info["is_success"])
+                if held and s.first is None:
+                    s.first = s.t
+                if not (terminated or truncated or (s.first is not None and s.t - s.first >= hold_steps)):
                     continue
-                results.append(EpisodeResult(s.seed, bool(info["is_success"]), s.ret, s.t, s.task))
+                results.append(EpisodeResult(s.seed, s.first is not None, s.ret, s.t, s.task, s.first, held))
                 bar.update(1)
                 if s.frames is not None:
-                    tag = "success" if info["is_success"] else "failure"
+                    tag = "held" if held else ("lost" if s.first is not None else "failure")
                     path = Path(video_dir) / f"{env_name}_seed{s.seed}_{tag}.mp4"
                     videos.append(str(write_mp4(path, s.frames, fps)))
                 if started < episodes:
@@ -179,11 +245,14 @@ def evaluate(
         bar.close()
         for env in envs:
             env.close()
-    wins = sum(r.success for r in results)
+    wins, kept, n = sum(r.success for r in results), sum(r.held for r in results), len(results)
     return EvalResult(
-        success_rate=wins / len(results),
-        ci95=wilson_interval(wins, len(results)),
-        episodes=len(results),
+        success_rate=wins / n,
+        ci95=wilson_interval(wins, n),
+        held_success_rate=kept / n,
+        held_ci95=wilson_interval(kept, n),
+        hold_steps=hold_steps,
+        episodes=n,
         mean_return=float(np.mean([r.ret for r in results])),
         latency_ms=latency_summary(latencies),
         per_episode=sorted(results, key=lambda r: r.seed),

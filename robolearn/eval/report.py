@@ -47,17 +47,47 @@ def plot_training_curve(rows: list[dict[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_success(labels: list[str], rates: list[float], cis: list[tuple[float, float]], path: Path) -> Path:
+SUCCESS_COLORS = ("#3a7dc9", "#2f9e6b")
+"""Bar colours, cycled: first success, then held success."""
+
+
+def plot_success(
+    labels: list[str], rates: list[float], cis: list[tuple[float, float]], path: Path,
+    title: str = "Closed-loop success (95% Wilson interval)",
+) -> Path:  # fmt: skip
+    """One bar per rate (0-1) with its interval; colours cycle through :data:`SUCCESS_COLORS`."""
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
     lows = [100 * (r - lo) for r, (lo, _) in zip(rates, cis, strict=False)]
     highs = [100 * (hi - r) for r, (_, hi) in zip(rates, cis, strict=False)]
-    ax.bar(labels, [100 * r for r in rates], yerr=[lows, highs], capsize=6, color="#3a7dc9")
+    colors = [SUCCESS_COLORS[i % len(SUCCESS_COLORS)] for i in range(len(rates))]
+    ax.bar(labels, [100 * r for r in rates], yerr=[lows, highs], capsize=6, color=colors)
     ax.set_ylim(0, 105)
     ax.set_ylabel("success rate (%)")
-    ax.set_title("Closed-loop success (95% Wilson interval)")
+    ax.set_title(title)
     for i, r in enumerate(rates):
         ax.text(i, 100 * r + 2, f"{100 * r:.0f}%", ha="center")
     return _save(fig, path)
+
+
+def success_table(result: Any) -> dict[str, str]:
+    """Report table rows for both figures of an :class:`robolearn.eval.evaluate.EvalResult`."""
+
+    def rate(r: float, ci: tuple[float, float]) -> str:
+        return f"{100 * r:.1f}% (95% CI {100 * ci[0]:.1f}-{100 * ci[1]:.1f}%, {result.episodes} episodes)"
+
+    return {
+        "success rate (first success)": rate(result.success_rate, result.ci95),
+        f"success rate (held {result.hold_steps} steps past it)": rate(
+            result.held_success_rate, result.held_ci95
+        ),
+    }
+
+
+def plot_eval_success(result: Any, path: Path, title: str) -> Path:
+    """Both figures of an ``EvalResult`` side by side (first success, held)."""
+    labels = ["first success", f"held {result.hold_steps} steps"]
+    return plot_success(labels, [result.success_rate, result.held_success_rate], [result.ci95, result.held_ci95],
+                        path, title)  # fmt: skip
 
 
 def plot_latency(latency_ms: dict[str, float], path: Path, title: str = "Policy latency per call") -> Path:

@@ -22,7 +22,8 @@ Conventions decided here:
   flow-matching error at t = 0, i.e. the action variance given the observation; samples under
   the threshold take one Euler step, the others K.
 - Checkpoints: ``save_pretrained(folder)`` / ``load_policy(folder)``; ``checkpoint_input_features``
-  reads the expected features without torch, to check an env or dataset first.
+  reads the expected features without torch, to check an env or dataset first; ``checkpoint_env``
+  the env the training data came from (the default env of ``eval``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ _LAZY = {
     "load_policy": "robolearn.policies.base",
     "CheckpointError": "robolearn.policies.checkpoint",
     "checkpoint_input_features": "robolearn.policies.checkpoint",
+    "checkpoint_env": "robolearn.policies.checkpoint",
+    "checkpoint_envs": "robolearn.policies.checkpoint",
 }
 
 
@@ -88,6 +91,8 @@ __all__ = [
     "Policy",
     "PolicyConfig",
     "check_features",
+    "checkpoint_env",
+    "checkpoint_envs",
     "checkpoint_input_features",
     "load_policy",
 ]

@@ -1,7 +1,9 @@
 """Checkpoint folders: ``config.json`` + ``model.safetensors`` + ``norm_stats.json``. No pickle.
 
 ``config.json`` is ``{"type": <registry name>, "format_version": 1, "robolearn_version": ...,
-"config": {...full policy config...}}``; ``norm_stats.json`` holds the stats the policy was built
+"config": {...full policy config...}}``, plus ``"source": {"envs": [<env name>, ...]}`` when the
+training data recorded the env(s) it came from (:func:`record_source`, :func:`checkpoint_env`;
+older checkpoints lack it and load unchanged); ``norm_stats.json`` holds the stats the policy was built
 with (``{feature: {stat: list}}``); the normalizer buffers themselves are in the weights too.
 A folder is written under a temporary name and renamed into place, so it is complete or absent.
 Importing this module does not import torch.
@@ -10,9 +12,10 @@ Importing this module does not import torch.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,6 +127,46 @@ def checkpoint_input_features(folder: str | Path) -> dict[str, tuple[int, ...]]:
             f"{Path(folder) / CONFIG_NAME}: no valid input_features/action_dim: {exc}"
         ) from None
     return feats
+
+
+def record_source(folder: str | Path, envs: Sequence[str]) -> None:
+    """Record in ``folder/config.json`` the registered env(s) the training data came from (atomically:
+    a temp file, then rename); an empty ``envs`` removes the record."""
+    path = Path(folder) / CONFIG_NAME
+    meta = _read_json(path)
+    envs = [str(e) for e in envs]
+    if envs:
+        meta["source"] = {"envs": envs}
+    else:
+        meta.pop("source", None)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, path)
+
+
+def checkpoint_envs(folder: str | Path) -> tuple[str, ...]:
+    """Every env a checkpoint's training data came from, in the order recorded; ``()`` for a
+    checkpoint that records none (trained on data without an env record, or before robolearn kept one)."""
+    path = Path(folder) / CONFIG_NAME
+    if not Path(folder).is_dir():
+        raise CheckpointError(f"{folder}: checkpoint folder not found")
+    meta = _read_json(path)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, found {type(meta).__name__}")
+    source = meta.get("source")
+    if source is None:
+        return ()
+    envs = source.get("envs") if isinstance(source, dict) else None
+    if not isinstance(envs, list) or not all(isinstance(e, str) and e for e in envs):
+        raise CheckpointError(f"{path}: source: expected {{'envs': [env name, ...]}}, found {source!r}")
+    return tuple(envs)
+
+
+def checkpoint_env(folder: str | Path) -> str | None:
+    """The env a checkpoint was trained for, the default of ``eval``/``finetune``/``serve``: its one
+    recorded env, or None when it records none or several (see :func:`checkpoint_envs`)."""
+    envs = checkpoint_envs(folder)
+    return envs[0] if len(envs) == 1 else None
 
 
 def load_weights(module: nn.Module, folder: str | Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import string
 from collections.abc import Iterable
 
@@ -82,3 +83,39 @@ def resolve_cameras(cameras: Iterable[str], aliases: dict[str, str]) -> dict[str
             raise ValueError(f"camera {cam!r} is listed twice")
         out[cam] = aliases.get(cam, cam)
     return out
+
+
+_PEER_NOISE: dict[str, tuple[str, ...]] = {
+    "robosuite_logs": (
+        # robosuite runs fine on its shipped macros; the private file only overrides defaults.
+        "No private macro file found",
+        "It is recommended to use a private macro file",
+        "To setup, run:",
+        # Extra robot models and the mink whole-body IK serve humanoids; the adapters use a Panda.
+        "Could not import robosuite_models",
+        "Could not load the mink-based whole-body IK",
+    ),
+}
+"""Per peer logger: messages that say nothing about robolearn's use of the peer."""
+
+
+class _PeerNoiseFilter(logging.Filter):
+    """Drops a peer's INFO/DEBUG records and its known irrelevant warnings; keeps every other warning."""
+
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING and not record.getMessage().startswith(self.prefixes)
+
+
+def quiet_peer_logs() -> None:
+    """Filter the peers' import-time and per-env log noise (idempotent; call before importing them).
+
+    A filter on the logger survives the peer setting its own level and handlers at import.
+    """
+    for name, prefixes in _PEER_NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _PeerNoiseFilter) for f in logger.filters):
+            logger.addFilter(_PeerNoiseFilter(prefixes))

@@ -13,7 +13,7 @@ Observation (``gymnasium.spaces.Dict``):
 
 Action: ``Box(-1, 1, (4,))`` — Meta-World's native action, **not** the 7-D delta-pose action of the
 Franka envs: [dx, dy, dz, gripper] moving the hand's mocap target by 1 cm per step at |a| = 1,
-gripper -1 open, +1 close. The control rate is 80 Hz (5 substeps of 2.5 ms).
+gripper -1 open, +1 close. The control rate is ``control_hz``: 80 Hz (5 substeps of 2.5 ms) by default.
 
 Object and goal positions are re-drawn at every reset from the env's seeded generator (Meta-World's
 benchmark classes instead cycle through 50 fixed task variants); ``reset(seed=s)`` reseeds it.
@@ -85,6 +85,7 @@ class MetaWorldEnv(gym.Env):
         max_episode_steps: int = 0,
         reward_type: str = "dense",
         terminate_on_success: bool = True,
+        control_hz: float = 80.0,
         cheap_render: bool = True,
         render_mode: str | None = None,
     ):
@@ -95,6 +96,7 @@ class MetaWorldEnv(gym.Env):
             max_episode_steps=max_episode_steps,
             reward_type=reward_type,  # type: ignore[arg-type]
             terminate_on_success=terminate_on_success,
+            control_hz=control_hz,
             cheap_render=cheap_render,
         )
         if task not in ALL_V3_ENVIRONMENTS:
@@ -103,8 +105,6 @@ class MetaWorldEnv(gym.Env):
             )
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array'; got {render_mode!r}")
-        if render_mode == "rgb_array" and not cameras:
-            raise ValueError("render_mode='rgb_array' needs at least one camera in `cameras`")
         self.render_mode = render_mode
         self.instruction = instruction_for(task)
         env = ALL_V3_ENVIRONMENTS[task]()
@@ -117,6 +117,8 @@ class MetaWorldEnv(gym.Env):
         env.seeded_rand_vec = True
         env.seed(int(np.random.SeedSequence().generate_state(1)[0]))
         self.max_episode_steps = max_episode_steps or env.max_path_length
+        env.frame_skip = self.config.substeps
+        self.metadata = {**type(self).metadata, "render_fps": control_hz}
         env.max_path_length = self.max_episode_steps
         self._env = env
         self._model, self._data = env.model, env.data
@@ -126,8 +128,10 @@ class MetaWorldEnv(gym.Env):
         for name, mw_cam in self._cameras.items():
             if mujoco.mj_name2id(self._model, mujoco.mjtObj.mjOBJ_CAMERA, mw_cam) < 0:
                 raise ValueError(f"camera {name!r}: Meta-World has no camera {mw_cam!r}")
+        # Videos of a policy that sees no camera come from the front view, outside the observation.
+        self._video_camera = None if self._cameras or render_mode is None else CAMERA_ALIASES["front"]
         self._renderer: mujoco.Renderer | None = None
-        if self._cameras:
+        if self._cameras or self._video_camera:
             if cheap_render:
                 self._model.vis.quality.shadowsize = 0
                 self._model.vis.quality.offsamples = 0
@@ -183,7 +187,7 @@ class MetaWorldEnv(gym.Env):
         return self._observation(native), {"is_success": False}
 
     def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
-        """Apply one 4-D action [dx, dy, dz, gripper] for one control period (12.5 ms)."""
+        """Apply one 4-D action [dx, dy, dz, gripper] for one control period (1 / control_hz s)."""
         a, clipped = check_action(action, 4)
         native, reward, _, _, mw_info = self._env.step(a.astype(np.float32))
         self._steps += 1
@@ -196,10 +200,16 @@ class MetaWorldEnv(gym.Env):
         return self._observation(native), float(reward), terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
-        """The latest image of the first camera (``render_mode='rgb_array'``), else None."""
+        """With ``render_mode='rgb_array'``: the latest image of the first observation camera, or, when
+        the observation has none, the ``front`` view (corner) at ``image_size``; else None."""
         if self.render_mode != "rgb_array" or self._last_obs is None:
             return None
-        return self._last_obs[image_key(next(iter(self._cameras)))]
+        if self._video_camera is None:
+            return self._last_obs[image_key(next(iter(self._cameras)))]
+        assert self._renderer is not None
+        self._renderer.update_scene(self._data, camera=self._video_camera)
+        img = self._renderer.render()
+        return np.ascontiguousarray(img[::-1, ::-1]) if self._video_camera in UPSIDE_DOWN_CAMERAS else img
 
     def close(self) -> None:
         if getattr(self, "_renderer", None) is not None:
@@ -258,6 +268,7 @@ def build(config: MetaWorldConfig, **kwargs: Any) -> MetaWorldEnv:
         max_episode_steps=config.max_episode_steps,
         reward_type=config.reward_type,
         terminate_on_success=config.terminate_on_success,
+        control_hz=config.control_hz,
         cheap_render=config.cheap_render,
         **kwargs,
     )

@@ -33,6 +33,10 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from typing import Any  # noqa: E402
 
+from robolearn.envs.adapters._common import quiet_peer_logs  # noqa: E402
+
+quiet_peer_logs()  # before robosuite's import-time warnings
+
 import gymnasium as gym  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
@@ -101,7 +105,7 @@ class RobosuiteEnv(gym.Env):
         max_episode_steps: int = 0,
         reward_type: str = "dense",
         terminate_on_success: bool = True,
-        control_freq: int = 20,
+        control_hz: float = 20.0,
         cheap_render: bool = True,
         model_seed: int = 0,
         render_mode: str | None = None,
@@ -113,33 +117,33 @@ class RobosuiteEnv(gym.Env):
             max_episode_steps=max_episode_steps,
             reward_type=reward_type,  # type: ignore[arg-type]
             terminate_on_success=terminate_on_success,
-            control_freq=control_freq,
+            control_hz=control_hz,
             cheap_render=cheap_render,
             model_seed=model_seed,
         )
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array'; got {render_mode!r}")
-        if render_mode == "rgb_array" and not cameras:
-            raise ValueError("render_mode='rgb_array' needs at least one camera in `cameras`")
         self.render_mode = render_mode
-        self.metadata = {**type(self).metadata, "render_fps": control_freq}
+        self.metadata = {**type(self).metadata, "render_fps": control_hz}
         self.instruction = INSTRUCTIONS[task]
         self.max_episode_steps = max_episode_steps or DEFAULT_EPISODE_STEPS
         self._cameras = resolve_cameras(cameras, CAMERA_ALIASES)
+        # Videos of a policy that sees no camera come from the front view, outside the observation.
+        self._video_camera = None if self._cameras or render_mode is None else CAMERA_ALIASES["front"]
         h, w = self.config.image_size
         self._env = robosuite.make(
             task,
             robots="Panda",
             controller_configs=panda_osc_config(),
             has_renderer=False,
-            has_offscreen_renderer=bool(self._cameras),
+            has_offscreen_renderer=bool(self._cameras) or self._video_camera is not None,
             use_camera_obs=bool(self._cameras),
             camera_names=list(self._cameras.values()) or "agentview",
             camera_heights=h,
             camera_widths=w,
             camera_depths=False,
             reward_shaping=reward_type == "dense",
-            control_freq=control_freq,
+            control_freq=control_hz,
             horizon=self.max_episode_steps,
             ignore_done=True,  # truncation is ours, so robosuite never raises on a finished episode
             hard_reset=False,
@@ -147,7 +151,7 @@ class RobosuiteEnv(gym.Env):
         )
         # Built from model_seed; episodes are random until reset(seed=...) is given one.
         self._env.rng.bit_generator.state = np.random.default_rng().bit_generator.state
-        if self._cameras and cheap_render:
+        if (self._cameras or self._video_camera) and cheap_render:
             make_render_cheap(self._env)
         self._robot = self._env.robots[0]
         self._flip = macros.IMAGE_CONVENTION == "opengl"
@@ -198,7 +202,7 @@ class RobosuiteEnv(gym.Env):
         return self._observation(rs_obs), {"is_success": bool(self._env._check_success())}
 
     def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
-        """Apply one delta-EE action (7,) for one control period (1 / control_freq s)."""
+        """Apply one delta-EE action (7,) for one control period (1 / control_hz s)."""
         a, clipped = check_action(action, 7)
         self._make_gl_current()
         rs_obs, reward, _, _ = self._env.step(a)
@@ -210,10 +214,16 @@ class RobosuiteEnv(gym.Env):
         return self._observation(rs_obs), float(reward), terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
-        """The latest image of the first camera (``render_mode='rgb_array'``), else None."""
+        """With ``render_mode='rgb_array'``: the latest image of the first observation camera, or, when
+        the observation has none, the ``front`` view (agentview) at ``image_size``; else None."""
         if self.render_mode != "rgb_array" or self._last_obs is None:
             return None
-        return self._last_obs[image_key(next(iter(self._cameras)))]
+        if self._video_camera is None:
+            return self._last_obs[image_key(next(iter(self._cameras)))]
+        h, w = self.config.image_size
+        self._make_gl_current()
+        img = self._env.sim.render(width=w, height=h, camera_name=self._video_camera)
+        return np.ascontiguousarray(img[::-1] if self._flip else img, dtype=np.uint8)
 
     def close(self) -> None:
         env = getattr(self, "_env", None)
@@ -231,7 +241,7 @@ def build(config: RobosuiteConfig, **kwargs: Any) -> RobosuiteEnv:
         max_episode_steps=config.max_episode_steps,
         reward_type=config.reward_type,
         terminate_on_success=config.terminate_on_success,
-        control_freq=config.control_freq,
+        control_hz=config.control_hz,
         cheap_render=config.cheap_render,
         model_seed=config.model_seed,
         **kwargs,
