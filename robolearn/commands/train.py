@@ -39,16 +39,12 @@ def load_train_config(preset: Path | None, overrides: list[str], policy: str | N
 def resolve_train_config(dataset: Path, preset: Path | None, overrides: list[str], policy: str | None):
     """The run's TrainConfig and where it came from: ``preset`` when given, else the measured default
     recipe for ``policy`` (default flow) on the dataset's observations (see robolearn.train.recipes)."""
-    from robolearn.data.reader import LeRobotReader
     from robolearn.train import recipes
 
     if preset is not None:
         return load_train_config(preset, overrides, policy), str(preset)
     name = policy or "flow"
-    features = LeRobotReader(dataset).features
-    path, kind = recipes.default_recipe(name, features)
-    cfg = load_train_config(path, overrides, name)
-    recipes.adapt_to_dataset(cfg, kind, features, {o.partition("=")[0].strip() for o in overrides})
+    cfg, path, kind = recipes.load_recipe(dataset, name, overrides)
     inputs = cfg.policy_config.get("obs_keys") or "every observation feature"
     print(
         f"train: no --preset given: {kind} observations, so the {name} recipe {path.name} "

@@ -18,6 +18,11 @@ _EXPORTS = {
     "repair": "robolearn.data.repair",
     "DatasetError": "robolearn.data.errors",
     "Problem": "robolearn.data.errors",
+    "record_episodes": "robolearn.data.record",
+    "RecordSummary": "robolearn.data.record",
+    "env_features": "robolearn.envs.recording",
+    "rollout": "robolearn.envs.recording",
+    "Episode": "robolearn.envs.recording",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,14 +1,15 @@
 """Env registry and factories.
 
 Registered here (light: config classes and import paths only): the embedded tasks
-``franka-reach``, ``franka-lift``, ``franka-push``, ``franka-stack``, ``franka-pick-place``, and the
+``franka-reach``, ``franka-lift``, ``franka-push``, ``franka-stack``, ``franka-pick-place``, their
+two-distractor variants ``franka-{lift,push,pick-place,stack}-d2`` (the suite ``franka-language``), and the
 optional adapters ``robosuite-*``, ``metaworld-*`` and ``gym-hil-*`` (their packages import only
 when built).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from robolearn.config import from_dict, load_yaml, to_dict
 from robolearn.config.loader import apply_overrides
 from robolearn.envs.adapters import GymHilConfig, MetaWorldConfig, RobosuiteConfig
 from robolearn.envs.config import FrankaTaskConfig
-from robolearn.registry import ENVS
+from robolearn.registry import ENVS, SUITES
 
 _FRANKA_BUILDER = "robolearn.envs.franka.env:FrankaEnv"
 for _task, _desc in {
@@ -27,6 +28,15 @@ for _task, _desc in {
     "pick-place": "pick a cube and place it on a goal circle",
 }.items():
     ENVS.register(f"franka-{_task}", FrankaTaskConfig, _FRANKA_BUILDER, {"task": _task}, _desc)
+# The language suite: every task with two distractor cubes, so only the instruction names the target;
+# the four share one environment-state layout (robolearn.envs.config.SLOT_ENV_STATE_NAMES).
+_LANGUAGE = ("lift", "push", "pick-place", "stack")
+for _task in _LANGUAGE:
+    ENVS.register(f"franka-{_task}-d2", FrankaTaskConfig, _FRANKA_BUILDER,
+                  {"task": _task, "extra": {"distractors": 2.0}},
+                  f"franka-{_task} with 2 distractor cubes: the instruction names the target")  # fmt: skip
+SUITES.register("franka-language", [f"franka-{t}-d2" for t in _LANGUAGE],
+                "lift, push, pick-place and stack with 2 distractors each; one shared layout")  # fmt: skip
 
 # Optional adapters (extras robosuite / metaworld / gym-hil): same observation and action conventions.
 _RS = "robolearn.envs.adapters.robosuite_env:build"
@@ -75,9 +85,36 @@ def env_config(
 
 
 def make_env(name: str, config: Any = None, **kwargs: Any):
-    """Build one env by registry name (``config`` defaults to :func:`env_config`)."""
+    """Build one env by registry name (``config`` defaults to :func:`env_config`).
+
+    The env's ``unwrapped.registry_name`` is set to ``name``, so recorders can write where the data
+    came from (``robolearn.data.record_episodes``)."""
     entry = ENVS.get(name)
-    return entry.load_builder()(config if config is not None else env_config(name), **kwargs)
+    env = entry.load_builder()(config if config is not None else env_config(name), **kwargs)
+    try:
+        env.unwrapped.registry_name = name
+    except AttributeError:  # an env class with __slots__ or a read-only attribute
+        pass
+    return env
+
+
+def register_env(
+    name: str,
+    config_cls: type,
+    builder: str | Callable[..., Any],
+    defaults: dict[str, Any] | None = None,
+    description: str = "",
+) -> None:
+    """Register your own env so every robolearn command and function can use it by ``name``.
+
+    ``config_cls`` is a dataclass whose every field has a default; give it the fields robolearn
+    sets when they apply: ``cameras`` and ``image_size`` (``eval`` of image policies),
+    ``terminate_on_success`` (held-success eval and demos recorded past success), ``control_hz``
+    and ``max_episode_steps``. ``builder(config, **kwargs) -> gymnasium.Env`` is a callable or an
+    import path ``"package.module:callable"`` (needed for ``collect --workers``, whose processes
+    import it). The env follows the conventions in :mod:`robolearn.data.record`.
+    """
+    ENVS.register(name, config_cls, builder, defaults, description)
 
 
 def make_vec_env(name: str, num_envs: int, config: Any = None, asynchronous: bool = False, **kwargs: Any):
@@ -92,4 +129,4 @@ def make_vec_env(name: str, num_envs: int, config: Any = None, asynchronous: boo
     return gym.vector.SyncVectorEnv(fns)
 
 
-__all__ = ["ENVS", "FrankaTaskConfig", "env_config", "make_env", "make_vec_env"]
+__all__ = ["ENVS", "SUITES", "FrankaTaskConfig", "env_config", "make_env", "make_vec_env", "register_env"]

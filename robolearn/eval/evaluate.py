@@ -187,7 +187,9 @@ def evaluate(
     cfg = dataclasses.replace(cfg, terminate_on_success=False)
     num_envs = max(1, min(num_envs, episodes))
     record = video_dir is not None and video_episodes > 0
-    envs = [make_env(env_name, cfg, render_mode="rgb_array" if record else None) for _ in range(num_envs)]
+    # render_mode only when filming: a user's env need not take the argument otherwise.
+    render = {"render_mode": "rgb_array"} if record else {}
+    envs = [make_env(env_name, cfg, **render) for _ in range(num_envs)]
     policy.check_features(env_feature_shapes(envs[0]), source=f"env {env_name}")
     policy.eval()
     keys = list(policy.input_features)

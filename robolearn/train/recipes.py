@@ -62,6 +62,33 @@ def adapt_to_dataset(cfg: Any, kind: str, features: dict[str, Any], overridden: 
         cfg.policy_config["obs_keys"] = image_obs_keys(features)
 
 
+def load_recipe(
+    dataset: str | Path, policy: str = "flow", overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Any, Path, str]:
+    """The default recipe of ``policy`` for the dataset at ``dataset``, as a strict ``TrainConfig``.
+
+    Returns (config, recipe path, observation kind). ``overrides`` are ``"key=value"`` strings as on
+    the command line (``"steps=500"``, ``"policy_config.horizon=16"``)."""
+    from robolearn.config import load_config
+    from robolearn.data.reader import LeRobotReader
+    from robolearn.train.config import TrainConfig
+
+    features = LeRobotReader(dataset).features
+    path, kind = default_recipe(policy, features)
+    cfg = load_config(TrainConfig, path, [*overrides, f"policy={policy}"])
+    adapt_to_dataset(cfg, kind, features, {o.partition("=")[0].strip() for o in overrides})
+    return cfg, path, kind
+
+
+def recipe(dataset: str | Path, policy: str = "flow", **fields: Any) -> Any:
+    """``TrainConfig`` of ``policy``'s measured recipe for ``dataset`` (see the module docstring), with
+    ``fields`` replacing top-level fields, e.g. ``recipe("datasets/d", "flow", steps=500)``."""
+    import dataclasses
+
+    cfg, _, _ = load_recipe(dataset, policy)
+    return dataclasses.replace(cfg, **fields) if fields else cfg
+
+
 __all__ = [
     "POLICIES_DIR",
     "adapt_to_dataset",

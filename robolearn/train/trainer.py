@@ -367,8 +367,10 @@ class Trainer:
         return final
 
 
-def train(
+def train_policy(
     cfg: TrainConfig, dataset: str | Path, run: str | Path, resume: bool = False, **kwargs: Any
 ) -> TrainSummary:
-    """Convenience wrapper: ``Trainer(...).fit()``."""
+    """Train ``cfg``'s policy on the LeRobot v3.0 dataset at ``dataset`` into run folder ``run``
+    (checkpoints under ``run/checkpoints/STEP``, the final one in ``run``); ``Trainer(...).fit()``.
+    ``resume=True`` continues from the latest checkpoint exactly."""
     return Trainer(cfg, dataset, run, resume=resume, **kwargs).fit()
