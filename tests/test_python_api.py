@@ -95,3 +95,24 @@ def test_the_own_env_example_records_trains_and_evaluates(tmp_path):
     assert "first reached" in res.stdout and "held over 6 episodes" in res.stdout
     assert LeRobotReader(tmp_path / "ex" / "dataset").num_episodes == 12
     assert (tmp_path / "ex" / "run" / "model.safetensors").is_file()
+
+
+def test_env_plugins_reach_the_cli(tmp_path):
+    (tmp_path / "my_envs.py").write_text(
+        "import robolearn\nfrom robolearn.envs import FrankaTaskConfig\n"
+        "robolearn.register_env('plugin-reach', FrankaTaskConfig, 'robolearn.envs.franka.env:FrankaEnv',"
+        " {'task': 'reach'}, 'a user plugin')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "ROBOLEARN_PLUGINS": "my_envs", "MUJOCO_GL": "egl"}
+    cli = [sys.executable, "-m", "robolearn.cli"]
+    res = subprocess.run([*cli, "envs", "plugin-reach"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert res.returncode == 0 and "a user plugin" in res.stdout, res.stderr
+    out = tmp_path / "ds"
+    res = subprocess.run([*cli, "collect", "--env", "plugin-reach", "--episodes", "2", "--workers", "2",
+                          "--out", str(out)], capture_output=True, text=True, env=env, cwd=ROOT)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "meta" / "info.json").read_text())["robolearn"]["env"] == "plugin-reach"
+    bad = {**env, "ROBOLEARN_PLUGINS": "no_such_module"}
+    res = subprocess.run([*cli, "envs"], capture_output=True, text=True, env=bad, cwd=ROOT)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("robolearn envs: error: $ROBOLEARN_PLUGINS")

@@ -129,4 +129,38 @@ def make_vec_env(name: str, num_envs: int, config: Any = None, asynchronous: boo
     return gym.vector.SyncVectorEnv(fns)
 
 
-__all__ = ["ENVS", "SUITES", "FrankaTaskConfig", "env_config", "make_env", "make_vec_env", "register_env"]
+PLUGIN_GROUP = "robolearn.envs"
+"""Entry-point group of installed packages that register envs (``[project.entry-points."robolearn.envs"]``)."""
+PLUGIN_ENV = "ROBOLEARN_PLUGINS"
+"""Comma-separated modules imported at start-up, each registering its envs with :func:`register_env`."""
+
+
+def load_plugins() -> list[str]:
+    """Import every env plugin: installed entry points of :data:`PLUGIN_GROUP` and the modules named in
+    ``$ROBOLEARN_PLUGINS``; their import registers their envs. Returns what was loaded. A plugin that
+    fails to import raises :class:`robolearn.errors.PluginError` naming it."""
+    import importlib
+    import os
+    from importlib.metadata import entry_points
+
+    from robolearn.errors import PluginError
+
+    loaded = []
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:
+            raise PluginError(f"env plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+        loaded.append(ep.value)
+    for name in filter(None, (m.strip() for m in os.environ.get(PLUGIN_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise PluginError(f"${PLUGIN_ENV}: module {name!r} failed to import: {exc}") from exc
+        loaded.append(name)
+    return loaded
+
+
+load_plugins()
+
+__all__ = ["ENVS", "SUITES", "FrankaTaskConfig", "env_config", "make_env", "load_plugins", "make_vec_env", "register_env"]
