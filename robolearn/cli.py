@@ -17,10 +17,13 @@ COMMANDS: dict[str, str] = {
     "envs": "envs",
     "collect": "collect",
     "convert": "convert",
+    "merge": "merge",
     "inspect": "inspect",
     "train": "train",
     "eval": "eval",
     "bench": "bench",
+    "serve": "serve",
+    "run": "run",
 }
 
 _HELP = {
@@ -28,10 +31,13 @@ _HELP = {
     "envs": "list the registered envs: observations, actions, rates, instructions",
     "collect": "record scripted-expert, user-expert or teleoperated episodes",
     "convert": "convert datasets between LeRobot v3.0, zarr, robomimic HDF5 and ROS bags / MCAP",
+    "merge": "merge several datasets into one (re-indexed, tasks merged, seeds and envs kept)",
     "inspect": "validate a dataset and print its features, episodes and stats",
     "train": "imitation-learn a policy from a dataset",
     "eval": "closed-loop success rate of a checkpoint in simulation",
     "bench": "benchmarks against peers measured in the same run",
+    "serve": "serve a checkpoint to robots over openpi's websocket protocol",
+    "run": "drive a robot (the real-time sim) from a policy server",
 }
 
 
@@ -77,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), "")
     try:
         args = build_parser(argv).parse_args(argv)
-        return int(args._run(args) or 0)
+        status = int(args._run(args) or 0)
+        sys.stdout.flush()  # here, not at exit, so that a reader that went away is handled below
+        return status
     except UserError as exc:
         print(f"robolearn {command}: error: {exc}", file=sys.stderr)
         return 2
