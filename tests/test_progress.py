@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 
 from robolearn.progress import PlainProgress, format_duration, progress
 
