@@ -3,6 +3,10 @@
 Two figures, each with a 95% Wilson interval: *first success* (success reached on some step) and
 *held* (success still true on the final step, ``--hold-steps`` past the first success). See
 :mod:`robolearn.eval.evaluate` for what episode length and return count.
+
+``--env`` may name a suite (``franka-language``) or several envs (``franka-lift,franka-push``), and a
+checkpoint trained on several envs evaluates on all of them by default: ``--episodes`` each, then
+both figures per task, per instruction template and on average (:mod:`robolearn.eval.suite`).
 """
 
 from __future__ import annotations
@@ -14,12 +18,19 @@ from pathlib import Path
 
 from robolearn.errors import UserError
 
+QUOTES = "'\""
+"""Stripped from ``KeyError`` messages, which ``str()`` wraps in quotes."""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint", required=True, type=Path, help="checkpoint folder (a RUN or RUN/checkpoints/STEP)"
     )
-    p.add_argument("--env", help="registered env name (default: the env the checkpoint's dataset came from)")
+    p.add_argument(
+        "--env",
+        help="registered env, suite (franka-language) or comma-separated envs (default: "
+        "the env(s) the checkpoint's datasets came from)",
+    )
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--hold-steps", type=int, default=20, metavar="N",
                    help="run each episode N steps past its first success and report whether success still "
@@ -41,22 +52,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
 
 
-def resolve_env(checkpoint: Path, env: str | None) -> str:
-    """``env`` when given, else the one env the checkpoint records; a :class:`UserError` otherwise."""
+def resolve_envs(checkpoint: Path, env: str | None) -> tuple[str, ...]:
+    """The envs to evaluate on: ``env`` (an env, a suite or a comma-separated list) expanded, else the
+    env(s) the checkpoint records; a :class:`UserError` otherwise."""
+    from robolearn.envs import SUITES
     from robolearn.policies import CheckpointError, checkpoint_envs
 
     if env:
-        return env
+        try:
+            return SUITES.expand(env)
+        except KeyError as exc:
+            raise UserError(f"--env: {str(exc).strip(QUOTES)}") from None
     try:
         recorded = checkpoint_envs(checkpoint)
     except CheckpointError as exc:
         raise UserError(str(exc)) from None
-    if len(recorded) == 1:
-        return recorded[0]
     if recorded:
-        raise UserError(
-            f"--env: {checkpoint} was trained on several envs ({', '.join(recorded)}); choose one with --env"
-        )
+        return tuple(recorded)
     raise UserError(f"--env: required: {checkpoint / 'config.json'} records no source env; pass --env NAME")
 
 
@@ -76,8 +88,11 @@ def run(args: argparse.Namespace) -> int:
         policy = load_policy(args.checkpoint)
     except (CheckpointError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
-    env = resolve_env(args.checkpoint, args.env)
+    envs = resolve_envs(args.checkpoint, args.env)
     cams = tuple(c for c in args.cameras.split(",") if c) if args.cameras else None
+    if len(envs) > 1 or (args.env and envs != (args.env,)):
+        return _run_suite(args, policy, envs, cams)
+    env = envs[0]
     try:
         cfg = policy_env_config(policy, env, overrides=args.overrides, cameras=cams)
         result = evaluate(
@@ -108,4 +123,29 @@ def run(args: argparse.Namespace) -> int:
         f"{result.episodes} episodes, mean return {result.mean_return:.2f}, policy latency p50 "
         f"{result.latency_ms['p50']:.1f} ms p99 {result.latency_ms['p99']:.1f} ms ({torch.get_num_threads()} thread)"
     )
+    return 0
+
+
+def _run_suite(args: argparse.Namespace, policy, envs: tuple[str, ...], cams) -> int:
+    """Several envs: per-task, per-template and average figures (``--json``: the suite report)."""
+    import torch
+
+    from robolearn.config import ConfigError
+    from robolearn.eval.suite import evaluate_suite, report_lines
+    from robolearn.policies import FeatureMismatchError
+
+    try:
+        result = evaluate_suite(
+            policy, envs, args.episodes, overrides=args.overrides, cameras=cams, num_envs=args.num_envs,
+            hold_steps=args.hold_steps, video_dir=args.video, video_episodes=args.video_episodes,
+            temporal_ensemble=args.temporal_ensemble,
+        )  # fmt: skip
+    except (ConfigError, KeyError, ValueError, FeatureMismatchError) as exc:
+        raise UserError(str(exc).strip(QUOTES)) from None
+    if args.json:
+        tmp = args.json.with_name(f".{args.json.name}.tmp")
+        tmp.write_text(json.dumps(result.to_json(), indent=2))
+        os.replace(tmp, args.json)
+    print("\n".join(report_lines(result)))
+    print(f"({args.episodes} episodes per task, {torch.get_num_threads()} thread)")
     return 0

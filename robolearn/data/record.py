@@ -92,7 +92,9 @@ def record_episodes(
         mismatched = sorted(k for k in set(writer.features) | set(features)
                             if _spec(writer.features.get(k)) != _spec(features.get(k)))  # fmt: skip
         if mismatched:
-            raise ValueError(f"{out}: feature {mismatched[0]!r} differs from this env's; record into a new folder")
+            raise ValueError(
+                f"{out}: feature {mismatched[0]!r} differs from this env's; record into a new folder"
+            )
     else:
         env_config = to_dict(config) if dataclasses.is_dataclass(config) else None
         writer = LeRobotWriter(out, fps=int(round(rate)), features=features, robot_type=robot_type,
@@ -108,7 +110,9 @@ def record_episodes(
     with writer:
         while summary.episodes < episodes and summary.attempts < limit:
             if next_seed in taken:
-                raise ValueError(f"{out}: seed {next_seed} is already in the dataset (episode {taken[next_seed]})")
+                raise ValueError(
+                    f"{out}: seed {next_seed} is already in the dataset (episode {taken[next_seed]})"
+                )
             episode = rollout(env, policy, next_seed, reset, action_noise, post)
             summary.attempts += 1
             wins += episode.success

@@ -163,4 +163,13 @@ def load_plugins() -> list[str]:
 
 load_plugins()
 
-__all__ = ["ENVS", "SUITES", "FrankaTaskConfig", "env_config", "make_env", "load_plugins", "make_vec_env", "register_env"]
+__all__ = [
+    "ENVS",
+    "SUITES",
+    "FrankaTaskConfig",
+    "env_config",
+    "make_env",
+    "load_plugins",
+    "make_vec_env",
+    "register_env",
+]

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,14 +143,14 @@ class _LossModule(torch.nn.Module):
 
 
 class Trainer:
-    """``Trainer(cfg, dataset, run).fit()``; see the module docstring."""
+    """``Trainer(cfg, dataset, run).fit()``; see the module docstring. ``dataset`` is one dataset
+    folder or a list of them with identical features (:mod:`robolearn.train.multi`)."""
 
-    def __init__(self, cfg: TrainConfig, dataset: str | Path, run: str | Path, *, resume: bool = False,
-                 source: str = "<train config>", progress: bool = True):  # fmt: skip
+    def __init__(self, cfg: TrainConfig, dataset: str | Path | Sequence[str | Path], run: str | Path, *,
+                 resume: bool = False, source: str = "<train config>", progress: bool = True):  # fmt: skip
         from accelerate import Accelerator
 
-        from robolearn.data.reader import LeRobotReader
-        from robolearn.data.sampler import WindowedDataset, compute_stats, split_episodes
+        from robolearn.train.multi import combined_stats, load_training_data, windows
 
         self.cfg, self.run_dir, self.progress = cfg, Path(run), progress
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -166,31 +167,31 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
-        reader = LeRobotReader(dataset)
-        self.source_envs = dataset_envs(reader.info, f"{dataset}/meta/info.json")
-        """The env(s) the dataset was recorded from; every checkpoint records them."""
+        roots = [dataset] if isinstance(dataset, (str, Path)) else list(dataset)
+        data = load_training_data(roots, cfg.val_fraction, cfg.seed)
+        self.data = data
+        self.source_envs = data.envs
+        """The env(s) the datasets were recorded from; every checkpoint records them."""
         self.eval_env = cfg.eval_env or (self.source_envs[0] if len(self.source_envs) == 1 else "")
         if cfg.eval_every and not self.eval_env:
             found = f"envs {', '.join(self.source_envs)}" if self.source_envs else "no env (robolearn.env)"
             raise ConfigError(
                 f"{source}: eval_env: required when eval_every > 0 and the dataset's meta/info.json records {found}"
             )
-        self.train_eps, self.val_eps = split_episodes(reader.num_episodes, cfg.val_fraction, cfg.seed)
-        stats = compute_stats(dataset, self.train_eps)
+        self.train_eps, self.val_eps = data.train_episodes[0], data.val_episodes[0]
+        stats = combined_stats(data.roots, data.train_episodes)
         # Build (and so check) the policy against the dataset's features before any data work.
-        self.policy = build_policy(cfg, reader.features, stats, source)
+        self.policy = build_policy(cfg, data.features, stats, source)
         self.policy.check_features(
-            {k: s.shape for k, s in reader.features.items()}, source=f"dataset {dataset}"
+            {k: s.shape for k, s in data.features.items()}, source=f"dataset {', '.join(map(str, roots))}"
         )
         pc = self.policy.config
         kwargs = dict(
             obs_horizon=pc.n_obs_steps, action_horizon=pc.horizon, obs_keys=list(self.policy.input_features)
         )
-        self.train_set = WindowedDataset(
-            dataset, episodes=self.train_eps, video_cache_mb=cfg.video_cache_mb, **kwargs
-        )
-        self.val_set = WindowedDataset(dataset, episodes=self.val_eps, **kwargs) if self.val_eps else None
-        self.fps = reader.fps
+        self.train_set = windows(data, "train", video_cache_mb=cfg.video_cache_mb, **kwargs)
+        self.val_set = windows(data, "val", **kwargs)
+        self.fps = data.fps
 
     # ------------------------------------------------------------------------------------------ setup
     def _optim(self, policy):
@@ -256,6 +257,9 @@ class Trainer:
                     if "episode_index" in batch
                     else "?"
                 )
+                if "dataset_index" in batch and isinstance(frames, list):  # several datasets: name each's
+                    tags = batch["dataset_index"].tolist()
+                    frames = [f"{self.data.roots[d]}:{i}" for d, i in zip(tags, frames, strict=True)]
                 raise TrainingDiverged(
                     f"step {step + 1}: loss is {loss_value} on the batch of frames {frames} (episodes {eps}); "
                     f"last good checkpoint: {last_ckpt or 'none yet'}"
@@ -368,9 +372,13 @@ class Trainer:
 
 
 def train_policy(
-    cfg: TrainConfig, dataset: str | Path, run: str | Path, resume: bool = False, **kwargs: Any
+    cfg: TrainConfig,
+    dataset: str | Path | Sequence[str | Path],
+    run: str | Path,
+    resume: bool = False,
+    **kwargs: Any,
 ) -> TrainSummary:
-    """Train ``cfg``'s policy on the LeRobot v3.0 dataset at ``dataset`` into run folder ``run``
+    """Train ``cfg``'s policy on the LeRobot v3.0 dataset at ``dataset`` (or a list of them) into run folder ``run``
     (checkpoints under ``run/checkpoints/STEP``, the final one in ``run``); ``Trainer(...).fit()``.
     ``resume=True`` continues from the latest checkpoint exactly."""
     return Trainer(cfg, dataset, run, resume=resume, **kwargs).fit()
