@@ -4,6 +4,10 @@ Each expert is a small closed-loop state machine over the observation (``observa
 ``observation.environment_state``) that emits ``ee_delta`` actions; it re-plans from what it sees
 every step, so a slipped grasp or a drifting cube is recovered rather than replayed.
 
+With distractors (``extra: {distractors: N}``) an expert reads the target's colour from the
+instruction in ``obs["task"]`` and picks that cube out of the colour-slot environment state
+(:func:`task_view`); the state machines themselves are the same.
+
 They also finish the task, for demos that run past the first success (``rollout(post_success_steps=)``):
 reach stays on the target, lift holds the cube up, push stops, draws back and rises, pick-place and
 stack let go and back off upward without disturbing the cube, and wait there.
@@ -12,6 +16,7 @@ stack let go and back off upward without disturbing the cube, and wait there.
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from robolearn import types
-from robolearn.envs.config import FrankaTaskConfig
+from robolearn.envs.config import CUBE_COLOURS, SLOT_FIELDS, FrankaTaskConfig
 from robolearn.envs.franka.controller import quat_to_rotvec
 from robolearn.envs.franka.mjcf import CUBE_HALF
 
@@ -88,6 +93,38 @@ def nearest_yaw(yaw: float, period: float, current: float) -> float:
     return yaw if best is None else best
 
 
+_NAMED_CUBE = re.compile(r"\b(\w+) cube\b")
+_CUBES_NAMED = {"lift": 1, "push": 1, "pick-place": 1, "stack": 2}
+
+
+def named_cubes(task: str, instruction: str) -> list[str]:
+    """The cube colours ``instruction`` names, in its order ("put the red cube on the blue cube" ->
+    red, blue); ``ValueError`` when they are not the one (two for stack) colours the task expects."""
+    colours = _NAMED_CUBE.findall(instruction)
+    if len(colours) != _CUBES_NAMED[task] or not all(c in CUBE_COLOURS for c in colours):
+        raise ValueError(f"{task}: cannot tell the target cube from the instruction {instruction!r}")
+    return colours
+
+
+def task_view(task: str, env_state: np.ndarray, instruction: str) -> np.ndarray:
+    """The task's own environment state (the layout without distractors, as in
+    :data:`robolearn.envs.config.ENV_STATE_NAMES`) from the colour-slot layout of a scene with
+    distractors: the pose (7) of each cube the instruction names, then the goal's position (3)
+    for push and pick-place."""
+    width = len(SLOT_FIELDS)
+    parts = []
+    for colour in named_cubes(task, instruction):
+        slot = env_state[CUBE_COLOURS.index(colour) * width : (CUBE_COLOURS.index(colour) + 1) * width]
+        if slot[0] != 1.0:
+            raise ValueError(
+                f"{task}: the instruction {instruction!r} names a {colour} cube, none is on the table"
+            )
+        parts.append(slot[1:])
+    if task in ("push", "pick-place"):
+        parts.append(env_state[-3:])
+    return np.concatenate(parts)
+
+
 class ScriptedExpert(ABC):
     """Base: phase bookkeeping and the pose servo shared by every task."""
 
@@ -97,6 +134,7 @@ class ScriptedExpert(ABC):
         if config.control_mode != "ee_delta":
             raise ValueError("scripted experts emit ee_delta actions; set control_mode: ee_delta")
         self.cfg = config
+        self.slotted = config.distractors > 0
         self.gain = gain
         self.noise = noise
         self.rng = np.random.default_rng(seed)
@@ -127,9 +165,10 @@ class ScriptedExpert(ABC):
 
     def __call__(self, obs: dict) -> np.ndarray:
         self.timer += 1
-        return self.act(
-            np.asarray(obs[types.OBS_STATE], np.float64), np.asarray(obs[types.OBS_ENV_STATE], np.float64)
-        )
+        env = np.asarray(obs[types.OBS_ENV_STATE], np.float64)
+        if self.slotted:
+            env = task_view(self.cfg.task, env, str(obs[types.TASK]))
+        return self.act(np.asarray(obs[types.OBS_STATE], np.float64), env)
 
     @abstractmethod
     def act(self, state: np.ndarray, env: np.ndarray) -> np.ndarray:
@@ -274,7 +313,14 @@ class StackExpert(PlaceExpert):
 class PushExpert(ScriptedExpert):
     """Push ``cube_a`` toward the goal with the closed gripper, steering onto the cube-goal line every
     step; back off and re-approach when the cube slips sideways off the pusher. Once the cube is well
-    inside the goal it stops pushing, draws back from the cube, rises and waits (phase 3)."""
+    inside the goal it stops pushing and draws back a little along the push line at table height, and
+    waits there (phase 3), pushing again if the cube lies outside ``redo_frac`` of the radius.
+
+    Waiting low and behind the cube, rather than raised, keeps the finished states next to the pushing
+    states: a learned policy that stops a few centimetres early is then in a state the demos label
+    "push on", whereas one that had already risen was in a state no demo ever visits (measured: a
+    raised wait gave 75% first / 68% held success over 200 episodes, most failures waiting raised
+    with the cube 5-6 cm from the goal)."""
 
     push_z = 0.021
     contact = CUBE_HALF + 0.011
@@ -283,8 +329,8 @@ class PushExpert(ScriptedExpert):
     """Stop pushing when the cube is within this fraction of the goal's success radius of its centre."""
     redo_frac = 0.8
     """While waiting, push again if the cube lies beyond this fraction of the success radius."""
-    wait_z = 0.1
-    """TCP height where the pusher waits once done."""
+    wait_gap = 0.015
+    """Gap (m) between the pads and the cube where the pusher waits once done, on the push line."""
 
     def act(self, state, env):
         tcp = state[15:18]
@@ -292,16 +338,17 @@ class PushExpert(ScriptedExpert):
         to_goal = goal - cube
         radius = self.cfg.extra.get("success_dist", 0.05)
         goal_dist = float(np.linalg.norm(to_goal))
-        if self.phase == 3:
-            if goal_dist > self.redo_frac * radius:
-                self._goto(0)
-            else:
-                return self.back_off(state, cube)
-        if self.phase == 2 and goal_dist < self.done_frac * radius:
-            self._goto(3)
-            return self.back_off(state, cube)
         u = to_goal / max(goal_dist, 1e-6)
         yaw = nearest_yaw(math.atan2(u[1], u[0]), math.pi, hand_yaw(state))
+        if self.phase == 3:
+            if goal_dist > self.redo_frac * radius:
+                self._goto(2)  # the phase-2 checks below send it round again if it lost the line
+            else:
+                return self.back_off(state, cube, yaw)
+        if self.phase == 2 and goal_dist < self.done_frac * radius:
+            self._goto(3)
+            self._wait_dir = (tcp[:2] - cube) / max(float(np.linalg.norm(tcp[:2] - cube)), 1e-6)
+            return self.back_off(state, cube, yaw)
         behind = cube - u * (self.contact + 0.025)
         rel = cube - tcp[:2]
         lateral = abs(u[0] * rel[1] - u[1] * rel[0])
@@ -322,20 +369,11 @@ class PushExpert(ScriptedExpert):
         target = cube - u * (self.contact - 0.02)
         return self.servo(state, np.array([target[0], target[1], self.push_z]), yaw, CLOSE, speed=0.35)
 
-    def back_off(self, state: np.ndarray, cube: np.ndarray) -> np.ndarray:
-        """Open the fingers, draw the pusher straight back from the cube at table height, then rise
-        and wait. A cube corner can wedge between the closed pads: opening frees it, and rising while
-        the pads touch the cube would lift it along with them."""
-        tcp = state[15:18]
-        away = tcp[:2] - cube
-        gap = float(np.linalg.norm(away))
-        away = away / max(gap, 1e-6)
-        if state[14] < 0.03 and self.timer <= 10:  # let the fingers part before moving
-            xy, z = tcp[:2], tcp[2]
-        else:
-            xy = cube + away * (self.contact + 0.03)
-            z = self.wait_z if gap > self.contact + 0.015 else tcp[2]
-        return self.servo(state, np.array([xy[0], xy[1], z]), hand_yaw(state), OPEN, speed=0.5)
+    def back_off(self, state: np.ndarray, cube: np.ndarray, yaw: float) -> np.ndarray:
+        """Stop pushing: draw the closed pusher back ``wait_gap`` from the cube along the direction it
+        pushed from, at push height, and hold there."""
+        xy = cube + self._wait_dir * (self.contact + self.wait_gap)
+        return self.servo(state, np.array([xy[0], xy[1], self.push_z]), yaw, CLOSE, speed=0.3)
 
 
 EXPERTS: dict[str, type[ScriptedExpert]] = {
