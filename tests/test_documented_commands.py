@@ -153,6 +153,24 @@ def run_eval(w):
     assert json.loads(js.read_text())["episodes"] == 2
 
 
+def run_merge(w):
+    """The language suite end to end: collect it, merge two collections, train on both, eval per task."""
+    a, b, merged, run = (w["tmp"] / n for n in ("lang_a", "lang_b", "lang_merged", "lang_run"))
+    ok(robolearn("collect", "--env", "franka-language", "--episodes", "1", "--out", str(a)))
+    ok(robolearn("collect", "--env", "franka-lift-d2,franka-push-d2", "--episodes", "1", "--seed", "5",
+                 "--out", str(b)))  # fmt: skip
+    js = w["tmp"] / "merge.json"
+    ok(robolearn("merge", str(a), str(b), str(merged), "--json", str(js)))
+    assert json.loads(js.read_text())["episodes"] == 6
+    ok(robolearn("train", "--dataset", str(a), "--dataset", str(b), "--out", str(run), "--set", "steps=2"))
+    ev = w["tmp"] / "suite_eval.json"
+    ok(robolearn("eval", "--checkpoint", str(run), "--episodes", "1", "--hold-steps", "0",
+                 "--set", "max_episode_steps=5", "--json", str(ev)))  # fmt: skip
+    assert sorted(json.loads(ev.read_text())["tasks"]) == sorted(
+        ["franka-lift-d2", "franka-push-d2", "franka-pick-place-d2", "franka-stack-d2"]
+    )
+
+
 def run_bench(w):
     for name in ("sim", "data", "infer"):
         res = ok(robolearn("bench", name, "--quick", "--json", str(w["tmp"] / f"bench_{name}.json")))
@@ -168,6 +186,7 @@ RUNS = {
     "collect --expert": run_collect_expert,
     "envs": run_envs,
     "convert": run_convert,
+    "merge": run_merge,
     "inspect": run_inspect,
     "train": run_train,
     "eval": run_eval,

@@ -19,6 +19,8 @@ BENCHMARKS = {
     "data": "loader samples/s (1 process, 2 workers) vs lerobot and the raw PyAV floor; peak memory",
     "infer": "policy latency per chunk, p50/p99, one thread (flow-1 state, flow-4 and DDIM-10 image) "
     "vs lerobot's diffusion policy",
+    "deploy": "policy-server round trip vs a raw websocket, 100 Hz loop jitter, sync/async/RTC under "
+    "injected delays on the real-time sim (--checkpoint), soak (--soak-minutes)",
 }
 
 
@@ -27,6 +29,7 @@ QUICK: dict[str, dict] = {
     "sim": {"seconds": 0.3},
     "data": {"episodes": 4, "seconds": 0.5, "memory_frames": 20_000, "memory_seconds": 0.5},
     "infer": {"quick": True},
+    "deploy": {"quick": True},
 }
 
 
@@ -37,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, help="write the figures here as JSON")
     p.add_argument("--seconds", type=float, help="measuring time per figure (sim, data)")
     p.add_argument("--tasks", default="franka-lift", help="sim: comma-separated env names")
+    p.add_argument("--checkpoint", type=Path, help="deploy: a franka-lift flow run (sync/async/RTC figures)")
+    p.add_argument("--episodes", type=int, help="deploy: real-time episodes per mode and delay")
+    p.add_argument("--soak-minutes", type=float, default=0.0, help="deploy: also soak the server this long")
     p.add_argument(
         "--quick",
         action="store_true",
@@ -69,5 +75,7 @@ def run(args: argparse.Namespace) -> int:
         kwargs["tasks"] = tuple(t for t in args.tasks.split(",") if t)
     elif args.name == "infer":
         kwargs.pop("seconds", None)
+    elif args.name == "deploy":
+        kwargs.update(checkpoint=args.checkpoint, episodes=args.episodes, soak_minutes=args.soak_minutes)
     module.run(json_out=str(args.json) if args.json else None, **kwargs)
     return 0

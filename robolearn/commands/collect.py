@@ -11,6 +11,10 @@ its largest recorded seed, so a collection killed mid-way and rerun with the sam
 records an episode twice. ``--seed N`` sets the first seed; a seed already in the dataset is an
 error naming its episode. Appending needs the env and env config that ``info.json`` records
 (``robolearn.env``, ``robolearn.env_config``): with them, a seed names one episode exactly.
+
+``--env`` may also name a suite (``franka-language``) or several envs (``franka-lift,franka-push``):
+then ``--episodes`` are collected for each env, one after the other, into one dataset
+(:mod:`robolearn.commands.collect_suite`).
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ seeds
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = EPILOG
-    p.add_argument("--env", default="franka-lift", help="registered env name (list them: robolearn envs)")
+    p.add_argument("--env", default="franka-lift",
+                   help="registered env name (list them: robolearn envs), a suite such as franka-language, or "
+                        "several envs comma-separated: --episodes each, into one dataset")  # fmt: skip
     p.add_argument(
         "--episodes", type=int, default=10, help="episodes to record (successful ones for experts)"
     )
@@ -308,6 +314,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--post-success-steps must be >= 0, found {args.post_success_steps}")
     if args.teleop and args.expert:
         raise UserError("--teleop and --expert exclude each other: choose who drives the arm")
+    from robolearn.envs import SUITES
+
+    try:
+        names = SUITES.expand(args.env)
+    except KeyError as exc:
+        raise UserError(str(exc).strip("'\"")) from None
+    if names != (args.env,):
+        from robolearn.commands.collect_suite import run_many
+
+        return run_many(args, names)
     config = _config(args)
     if args.expert:
         from robolearn.envs.expert_plugin import ExpertSpecError, load_factory
@@ -370,8 +386,11 @@ def _check_policy(env, config, args: argparse.Namespace) -> None:
         raise UserError(str(exc)) from None
 
 
-def _record(args: argparse.Namespace, writer, stream: Iterator, taken: dict[int, int]) -> dict:
-    """Save the stream's episodes (successful ones unless ``--keep-failed``) until enough are in."""
+def _record(
+    args: argparse.Namespace, writer, stream: Iterator, taken: dict[int, int], env: str | None = None
+) -> dict:
+    """Save the stream's episodes (successful ones unless ``--keep-failed``) until enough are in;
+    ``env``: record it as each episode's source env (a dataset of several envs)."""
     from robolearn.progress import progress
 
     saved_seeds: list[int] = []
@@ -389,7 +408,7 @@ def _record(args: argparse.Namespace, writer, stream: Iterator, taken: dict[int,
                         raise UserError(_clash_message(args.out, episode.seed, taken))
                     for frame in episode.frames:
                         writer.add_frame(frame, task=episode.task)
-                    writer.save_episode(seed=episode.seed)
+                    writer.save_episode(seed=episode.seed, env=env)
                     saved_seeds.append(episode.seed)
                     frames += len(episode)
                     bar.update(1)

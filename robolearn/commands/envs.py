@@ -111,12 +111,14 @@ def _detail(info) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from robolearn.config import ConfigError
-    from robolearn.envs import ENVS, env_config
+    from robolearn.envs import ENVS, SUITES, env_config
     from robolearn.envs.catalog import describe
 
     if args.name is None and (args.preset or args.overrides):
         raise UserError("--preset and --set need an env NAME")
-    names = [args.name] if args.name else ENVS.names()
+    suite = SUITES.get(args.name) if args.name in SUITES else None
+    names = list(suite.envs) if suite else [args.name] if args.name else ENVS.names()
+    detail = bool(args.name) and suite is None
     infos = []
     for name in names:
         try:
@@ -126,9 +128,15 @@ def run(args: argparse.Namespace) -> int:
         info = describe(name, config)
         infos.append(info)
         if args.json != "-":
-            print("\n".join(_detail(info) if args.name else _summary(info)), flush=True)
-            if not args.name:
+            print("\n".join(_detail(info) if detail else _summary(info)), flush=True)
+            if not detail:
                 print()
+    if args.json != "-" and not detail:
+        shown = [suite] if suite else [SUITES.get(n) for n in SUITES.names()]
+        if shown:
+            print("suites (collect, train and eval take one name for all its envs):")
+        for s in shown:
+            print(f"  {s.name}: {', '.join(s.envs)}" + (f" ({s.description})" if s.description else ""))
     if args.json is not None:
         text = json.dumps({i.name: i.to_json() for i in infos}, indent=2)
         if args.json == "-":

@@ -15,7 +15,9 @@ from robolearn.errors import UserError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", help="registered policy: flow, diffusion, mlp (overrides the preset's)")
-    p.add_argument("--dataset", required=True, type=Path, help="LeRobot v3.0 dataset folder")
+    p.add_argument("--dataset", required=True, type=Path, action="append",
+                   help="LeRobot v3.0 dataset folder; repeat it to train on several with identical features "
+                        "(each split into train/val on its own, stats combined, instructions merged)")  # fmt: skip
     p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, logs, final checkpoint)")
     p.add_argument(
         "--preset",
@@ -60,11 +62,15 @@ def run(args: argparse.Namespace) -> int:
     from robolearn.policies import FeatureMismatchError
     from robolearn.train.trainer import Trainer, TrainingDiverged
 
-    if not (args.dataset / "meta" / "info.json").is_file():
-        raise UserError(f"{args.dataset}: not a LeRobot v3.0 dataset (meta/info.json missing)")
+    datasets = list(args.dataset) if isinstance(args.dataset, list) else [args.dataset]
+    for dataset in datasets:
+        if not (dataset / "meta" / "info.json").is_file():
+            raise UserError(f"{dataset}: not a LeRobot v3.0 dataset (meta/info.json missing)")
+    if len({d.resolve() for d in datasets}) != len(datasets):
+        raise UserError(f"--dataset: a dataset is given twice ({', '.join(map(str, datasets))})")
     try:
-        cfg, source = resolve_train_config(args.dataset, args.preset, args.overrides, args.policy)
-        trainer = Trainer(cfg, args.dataset, args.out, resume=args.resume, source=source)
+        cfg, source = resolve_train_config(datasets[0], args.preset, args.overrides, args.policy)
+        trainer = Trainer(cfg, datasets, args.out, resume=args.resume, source=source)
         summary = trainer.fit()
     except (ConfigError, FeatureMismatchError, DatasetError, FileExistsError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None

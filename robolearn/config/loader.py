@@ -8,8 +8,6 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-import yaml
-
 T = TypeVar("T")
 
 
@@ -18,6 +16,8 @@ class ConfigError(ValueError):
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml  # here, not at the top: the torch-free robot client imports this package without PyYAML
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -136,6 +136,8 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {text!r}: expected key=value")
+    import yaml
+
     return key.split("."), yaml.safe_load(raw) if raw != "" else ""
 
 

@@ -154,7 +154,11 @@ class EpisodeIndex:
     def row(self, episode: int) -> dict[str, Any]:
         if not 0 <= episode < self.num_episodes:
             raise IndexError(f"episode {episode} out of range (dataset has {self.num_episodes})")
-        out: dict[str, Any] = {k: v[episode].item() for k, v in self.columns.items()}
+        # numpy scalars become Python ones; string columns (``env``) hold Python str already
+        out: dict[str, Any] = {
+            k: (v[episode].item() if isinstance(v[episode], np.generic) else v[episode])
+            for k, v in self.columns.items()
+        }
         out["tasks"] = list(self.episode_tasks[episode])
         return out
 

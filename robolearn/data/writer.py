@@ -5,11 +5,14 @@ Source metadata (robolearn's additions; lerobot ignores both, so datasets stay l
 - ``meta/info.json`` may hold a top-level ``"robolearn"`` block naming the registered env the
   episodes came from: ``{"env": "franka-lift", "env_config": {...every field of that env's config
   class, as robolearn.config.to_dict writes it...}}``. It is written when the writer is given
-  ``env=`` (``robolearn collect`` always does) and absent otherwise. ``robot_type`` is the arm's
-  LeRobot robot type (``franka_fr3``, ``panda``, ``sawyer``), ``null`` when unknown.
+  ``env=`` (``robolearn collect`` always does) and absent otherwise. A dataset of several envs (a
+  suite, a merge) has ``{"env": [names...], "env_config": {name: {...config...}}}``.
+  ``robot_type`` is the arm's LeRobot robot type (``franka_fr3``, ``panda``, ``sawyer``), ``null``
+  when unknown.
 - ``meta/episodes/*.parquet`` may hold an int64 ``seed`` column: the ``env.reset(seed=...)`` of
-  each episode. A dataset records a seed for every episode or for none (decided by its first
-  episode), and no seed twice.
+  each episode, and a string ``env`` column: the registered env it came from. A dataset records a
+  seed (an env) for every episode or for none (decided by its first episode), and no seed twice
+  for one env.
 
 Commit protocol (one commit per ``save_episode``, or per ``commit_every`` episodes): every file that
 changes is rewritten under ``.robolearn_tmp/``, fsynced and renamed over its target, in this order:
@@ -50,6 +53,7 @@ class _Saved:
     index: int
     length: int
     seed: int | None
+    env: str | None
     tasks: list[str]
     table: pa.Table
     videos: dict[str, Path]
@@ -79,7 +83,7 @@ class LeRobotWriter:
         use_videos: bool = True,
         vcodec: str | None = None,
         *,
-        env: str | None = None,
+        env: str | list[str] | None = None,
         env_config: dict[str, Any] | None = None,
         chunks_size: int = layout.DEFAULT_CHUNK_SIZE,
         data_files_size_in_mb: int = layout.DEFAULT_DATA_FILE_SIZE_IN_MB,
@@ -101,7 +105,9 @@ class LeRobotWriter:
             data_files_size_in_mb=data_files_size_in_mb,
             video_files_size_in_mb=video_files_size_in_mb,
         )
-        if env is not None:
+        if isinstance(env, (list, tuple)):
+            info[SOURCE_KEY] = {"env": [str(e) for e in env], "env_config": dict(env_config or {})}
+        elif env is not None:
             info[SOURCE_KEY] = {"env": str(env), "env_config": dict(env_config or {})}
         elif env_config is not None:
             raise ValueError("env_config needs env: the name of the registered env it configures")
@@ -159,9 +165,14 @@ class LeRobotWriter:
         self._vids = {k: index.cursor(f"videos/{k}") for k in self._video_keys}
         self._pending: list[_Saved] = []
         self._closed = self._failed = False
-        seeds = index.columns.get("seed")
-        self._seed_episode: dict[int, int] = {} if seeds is None else {int(s): i for i, s in enumerate(seeds)}
+        seeds, envs = index.columns.get("seed"), index.columns.get("env")
+        self._seed_episode: dict[tuple[str | None, int], int] = (
+            {}
+            if seeds is None
+            else {(None if envs is None else str(envs[i]), int(s)): i for i, s in enumerate(seeds)}
+        )
         self._records_seeds: bool | None = None if index.num_episodes == 0 else seeds is not None
+        self._records_envs: bool | None = None if index.num_episodes == 0 else envs is not None
         self._reset_buffer()
 
     # ------------------------------------------------------------------ recording
@@ -189,8 +200,18 @@ class LeRobotWriter:
 
     @property
     def seeds(self) -> dict[int, int] | None:
-        """Recorded seed -> episode index for every saved episode; None if the dataset records none."""
-        return dict(self._seed_episode) if self._records_seeds is not False else None
+        """Recorded seed -> episode index for every saved episode; None if the dataset records none
+        or records a source env per episode (then see :meth:`env_seeds`)."""
+        if self._records_seeds is False or self._records_envs:
+            return None
+        return {seed: ep for (_, seed), ep in self._seed_episode.items()}
+
+    def env_seeds(self, env: str) -> dict[int, int] | None:
+        """Recorded seed -> episode index of the episodes that came from ``env`` (a dataset with a
+        source env per episode); None if the dataset records no seeds."""
+        if self._records_seeds is False:
+            return None
+        return {seed: ep for (name, seed), ep in self._seed_episode.items() if name == env}
 
     @property
     def episode_frames(self) -> int:
@@ -247,18 +268,20 @@ class LeRobotWriter:
             enc.abort()
         self._reset_buffer()
 
-    def save_episode(self, seed: int | None = None) -> int:
+    def save_episode(self, seed: int | None = None, env: str | None = None) -> int:
         """Close the open episode; returns its index. It is on disk once committed (see ``commit_every``).
 
-        ``seed``: the ``reset(seed=...)`` the episode started from, recorded per episode. Raises
-        ``ValueError`` (keeping the open episode) when the seed is already in the dataset, or when
-        this episode gives a seed and earlier ones did not, or the other way round.
+        ``seed``: the ``reset(seed=...)`` the episode started from, recorded per episode; ``env``: the
+        registered env it came from (datasets of several envs). Raises ``ValueError`` (keeping the
+        open episode) when the seed is already in the dataset for that env, or when this episode
+        gives a seed (an env) and earlier ones did not, or the other way round.
         """
         n = len(self._buf_tasks)
         if n == 0:
             raise ValueError("save_episode(): the episode has no frames")
         ep = self._num_episodes
-        self._check_seed(seed)
+        self._check_env(env)
+        self._check_seed(seed, env)
         videos = {}
         for key, enc in self._encoders.items():
             written = enc.close()
@@ -285,10 +308,12 @@ class LeRobotWriter:
         table = layout.episode_table(columns, self._schema)
         tasks = list(dict.fromkeys(self._buf_tasks))
         seed = None if seed is None else int(seed)
-        self._pending.append(_Saved(ep, n, seed, tasks, table, videos, ep_stats))
+        env = None if env is None else str(env)
+        self._pending.append(_Saved(ep, n, seed, env, tasks, table, videos, ep_stats))
         self._records_seeds = seed is not None
+        self._records_envs = env is not None
         if seed is not None:
-            self._seed_episode[seed] = ep
+            self._seed_episode[(env, seed)] = ep
         self._num_episodes += 1
         self._num_frames += n
         self._encoders = {}
@@ -297,16 +322,24 @@ class LeRobotWriter:
             self.commit()
         return ep
 
-    def _check_seed(self, seed: int | None) -> None:
+    def _check_env(self, env: str | None) -> None:
+        if env is None and self._records_envs:
+            raise ValueError(f"{self.root}: its episodes record their source env; pass save_episode(env=...)")
+        if env is not None and self._records_envs is False:
+            raise ValueError(f"{self.root}: its episodes record no source env; save this one without env=")
+
+    def _check_seed(self, seed: int | None, env: str | None = None) -> None:
         if seed is None:
             if self._records_seeds:
                 raise ValueError(f"{self.root}: its episodes record their seed; pass save_episode(seed=...)")
             return
         if self._records_seeds is False:
             raise ValueError(f"{self.root}: its episodes record no seed; save this one without seed=")
-        if int(seed) in self._seed_episode:
+        key = (None if env is None else str(env), int(seed))
+        if key in self._seed_episode:
+            where = f" of {env}" if env is not None else ""
             raise ValueError(
-                f"{self.root}: seed {int(seed)} is already in the dataset (episode {self._seed_episode[int(seed)]})"
+                f"{self.root}: seed {int(seed)}{where} is already in the dataset (episode {self._seed_episode[key]})"
             )
 
     # ------------------------------------------------------------------ committing
@@ -332,6 +365,9 @@ class LeRobotWriter:
         if self._records_seeds:
             for row, p in zip(rows, pending, strict=True):
                 row["seed"] = p.seed
+        if self._records_envs:
+            for row, p in zip(rows, pending, strict=True):
+                row["env"] = p.env
         self._commit_data(pending, rows)
         for key in self._video_keys:
             self._commit_video(key, pending, rows)

@@ -28,6 +28,43 @@ ENV_STATE_NAMES: dict[str, tuple[str, ...]] = {
 }
 """Element names of ``observation.environment_state`` per embedded task: object positions (m, world
 frame, table top at z = 0) and quaternions (wxyz), then the goal's position."""
+CUBE_COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
+"""The colours a cube (or goal) can have, in the fixed slot order of the distractor layout."""
+DISTRACTOR_TASKS: dict[str, int] = {"lift": 1, "push": 2, "pick-place": 2, "stack": 2}
+"""Tasks that take ``extra: {distractors: N}``, with the colours each one's instruction names (the
+distractors take other colours, so at most ``len(CUBE_COLOURS)`` minus that many)."""
+MAX_DISTRACTORS = 3
+"""Most distractor cubes that fit on the table beside a task's own objects, all kept apart."""
+SLOT_FIELDS = ("present", "x", "y", "z", "qw", "qx", "qy", "qz")
+"""Per colour slot of the distractor layout: 1/0 whether a cube of that colour is on the table, then
+its pose (all zero when absent)."""
+SLOT_ENV_STATE_NAMES: tuple[str, ...] = (
+    *(f"{c}_cube_{f}" for c in CUBE_COLOURS for f in SLOT_FIELDS),
+    "goal_present", "goal_x", "goal_y", "goal_z",
+)  # fmt: skip
+"""``observation.environment_state`` of every task with distractors (52): one 8-slot per colour in
+:data:`CUBE_COLOURS` order, whether or not the cube is the target, then the goal disc (1/0 present,
+its position; zero for lift and stack). No position in it depends on which cube is the target, so
+the instruction is the only thing that says which one it is; and lift, push, pick-place and stack
+share the layout, so their demos go into one dataset."""
+
+
+def distractor_count(task: str, extra: dict[str, float]) -> int:
+    """``extra["distractors"]`` as a checked int (0 when absent); ``ValueError`` naming the problem."""
+    value = extra.get("distractors", 0)
+    if task not in DISTRACTOR_TASKS:
+        if value:
+            raise ValueError(
+                f"task {task!r} takes no distractors (tasks with distractors: {', '.join(DISTRACTOR_TASKS)})"
+            )
+        return 0
+    if isinstance(value, bool) or not float(value).is_integer() or not 0 <= value <= MAX_DISTRACTORS:
+        raise ValueError(
+            f"task {task!r}: extra.distractors must be a whole number 0..{MAX_DISTRACTORS}, found {value!r}"
+        )
+    return int(value)
+
+
 INSTRUCTION_TEMPLATES: dict[str, str] = {
     "reach": "reach the {colour} ball",
     "lift": "lift the {colour} cube",
@@ -73,7 +110,18 @@ class FrankaTaskConfig:
     hardware: str = "fr3"
     """Arm description in ``hardware/franka/<name>.yaml`` (kinematics, limits, rates)."""
     extra: dict[str, float] = field(default_factory=dict)
-    """Task-specific knobs (e.g. ``success_height``); unknown ones are rejected by the task."""
+    """Task-specific knobs (e.g. ``success_height``); unknown ones are rejected by the task.
+    ``distractors: N`` (lift, push, pick-place, stack; default 0) adds N cubes of colours the
+    instruction does not name, and switches ``observation.environment_state`` to the colour-slot
+    layout :data:`SLOT_ENV_STATE_NAMES` (the ``franka-*-d2`` envs set N = 2)."""
+
+    def __post_init__(self) -> None:
+        distractor_count(self.task, self.extra)  # a bad count fails where the config is made
+
+    @property
+    def distractors(self) -> int:
+        """Number of distractor cubes (``extra["distractors"]``, checked; 0 when unset)."""
+        return distractor_count(self.task, self.extra)
 
     @property
     def robot_type(self) -> str:
@@ -83,7 +131,8 @@ class FrankaTaskConfig:
     def feature_names(self) -> dict[str, tuple[str, ...]]:
         """Element names of ``observation.state``, ``observation.environment_state`` and ``action``."""
         action = EE_DELTA_ACTION_NAMES if self.control_mode == "ee_delta" else JOINT_POS_ACTION_NAMES
-        return {OBS_STATE: STATE_NAMES, OBS_ENV_STATE: ENV_STATE_NAMES[self.task], ACTION: action}
+        env_state = SLOT_ENV_STATE_NAMES if self.distractors else ENV_STATE_NAMES[self.task]
+        return {OBS_STATE: STATE_NAMES, OBS_ENV_STATE: env_state, ACTION: action}
 
     def instruction_template(self) -> str:
         """The task's instruction with its per-episode colours as ``{placeholders}``."""

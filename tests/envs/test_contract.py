@@ -12,8 +12,10 @@ from robolearn.envs.experts import make_expert
 FRANKA = [n for n in ENVS.names() if n.startswith("franka-")]
 
 
-def test_all_five_tasks_registered():
-    assert set(FRANKA) == {"franka-reach", "franka-lift", "franka-push", "franka-stack", "franka-pick-place"}
+def test_all_five_tasks_and_their_distractor_variants_registered():
+    base = {"franka-reach", "franka-lift", "franka-push", "franka-stack", "franka-pick-place"}
+    variants = {f"franka-{t}-d2" for t in ("lift", "push", "pick-place", "stack")}
+    assert set(FRANKA) == base | variants
 
 
 @pytest.fixture(params=FRANKA)
@@ -47,6 +49,15 @@ def test_create_reset_step_spaces(env_name):
         tcp < np.array(cfg.workspace_high) + 0.03
     )
     del rng
+    env.close()
+
+
+def test_declared_element_names_match_the_spaces(env_name):
+    env = make_env(env_name)
+    names = env.config.feature_names()
+    assert len(names[types.OBS_ENV_STATE]) == env.observation_space[types.OBS_ENV_STATE].shape[0]
+    assert len(names[types.OBS_STATE]) == env.observation_space[types.OBS_STATE].shape[0]
+    assert len(names[types.ACTION]) == env.action_space.shape[0]
     env.close()
 
 

@@ -148,7 +148,7 @@ class FrankaEnv(gym.Env):
         d.qpos[7:9] = FINGER_RANGE
         d.ctrl[:7] = q0
         d.ctrl[7:9] = FINGER_RANGE
-        self.task.sample(self.np_random, d)
+        self.task.reset_scene(self.np_random, d)
         mujoco.mj_forward(m, d)
         self._steps = 0
         obs = self._observation()

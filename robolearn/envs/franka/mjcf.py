@@ -30,7 +30,7 @@ class SceneSpec:
     """What a task puts on the table."""
 
     cubes: tuple[str, ...] = ()
-    """Names of free-floating cubes (``cube_a``, ``cube_b``)."""
+    """Names of free-floating cubes (``cube_a``, ``cube_b``, then ``distractor_<k>``)."""
     target_site: bool = False
     """A floating sphere marker (reach target)."""
     goal_pad: bool = False

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import mujoco
 import numpy as np
 
+from robolearn.envs.config import CUBE_COLOURS, SLOT_ENV_STATE_NAMES, SLOT_FIELDS, distractor_count
 from robolearn.envs.franka.mjcf import CUBE_HALF, SceneSpec
 
 COLOURS: dict[str, tuple[float, float, float, float]] = {
@@ -24,10 +25,19 @@ COLOURS: dict[str, tuple[float, float, float, float]] = {
     "orange": (1.0, 0.5, 0.05, 1.0),
 }
 _NAMES = tuple(COLOURS)
+assert _NAMES == CUBE_COLOURS  # the distractor layout's slot order is the config's
 TABLE_X = (0.4, 0.6)
 TABLE_Y = (-0.18, 0.18)
 OPEN_WIDTH = 0.06
 """Gripper width (m) above which a placed cube counts as released."""
+DISTRACTOR_CLEARANCE = 0.1
+"""Least distance (m) from a distractor's centre to a task cube's or the goal's: the open fingers
+(pads 5.4 cm from the TCP) and a cube set down on the goal never touch one."""
+DISTRACTOR_SPACING = 0.08
+"""Least distance (m) between two distractors' centres (a cube's half diagonal is 2.8 cm)."""
+PUSH_LANE = 0.1
+"""Least distance (m) of a distractor from the line a pushed cube travels, from behind the cube
+(where the pusher lowers) to just past the goal."""
 
 
 class SceneHandles:
@@ -57,6 +67,27 @@ def _random_yaw_quat(rng: np.random.Generator) -> np.ndarray:
     return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
 
 
+def _segment_dist(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Distance from point ``p`` to the segment ``a``-``b`` (all xy)."""
+    ab = b - a
+    denom = float(ab @ ab)
+    t = 0.0 if denom == 0.0 else min(max(float((p - a) @ ab) / denom, 0.0), 1.0)
+    return float(np.linalg.norm(p - (a + t * ab)))
+
+
+def _free_spot(
+    rng: np.random.Generator, zones: list[tuple[np.ndarray, np.ndarray, float]], taken: list[np.ndarray]
+) -> np.ndarray | None:
+    """A uniform table position outside every zone and :data:`DISTRACTOR_SPACING` from ``taken``."""
+    for _ in range(200):
+        xy = np.array([rng.uniform(*TABLE_X), rng.uniform(*TABLE_Y)])
+        if all(_segment_dist(xy, a, b) >= r for a, b, r in zones) and all(
+            np.linalg.norm(xy - t) >= DISTRACTOR_SPACING for t in taken
+        ):
+            return xy
+    return None
+
+
 def _sample_xy(rng: np.random.Generator, avoid: list[np.ndarray], min_dist: float) -> np.ndarray:
     """Uniform table position at least ``min_dist`` from every point in ``avoid``."""
     for _ in range(100):
@@ -72,11 +103,20 @@ class TaskState:
 
     instruction: str = ""
     colours: tuple[str, ...] = ()
+    """The colours the instruction names (cubes, then the goal disc)."""
     cube_z0: float = CUBE_HALF
+    cubes: dict[str, str] = field(default_factory=dict)
+    """Colour -> cube body of every cube on the table this episode (distractors included)."""
 
 
 class Task(ABC):
-    """Base: subclasses set ``spec``, ``episode_steps``, ``env_state_dim`` and the four hooks."""
+    """Base: subclasses set ``spec``, ``episode_steps``, ``env_state_dim`` and the four hooks.
+
+    With ``extra["distractors"] = N`` (tasks in :data:`robolearn.envs.config.DISTRACTOR_TASKS`) the
+    scene gains cubes ``distractor_0..N-1`` in colours the instruction does not name, placed after
+    the task's own objects from the same generator (so N = 0 draws exactly what it always drew), and
+    the environment state becomes the colour-slot layout (:data:`SLOT_ENV_STATE_NAMES`).
+    """
 
     name = ""
     spec = SceneSpec()
@@ -90,8 +130,15 @@ class Task(ABC):
                 f"task {self.name!r}: unknown extra key {sorted(unknown)[0]!r} (known: {sorted(self.knobs)})"
             )
         self.params = {**self.knobs, **extra}
+        self.distractors = distractor_count(self.name, self.params)
+        if self.distractors:
+            extra_cubes = tuple(f"distractor_{k}" for k in range(self.distractors))
+            self.spec = replace(self.spec, cubes=self.spec.cubes + extra_cubes)
+            self.env_state_dim = len(SLOT_ENV_STATE_NAMES)
         self.h: SceneHandles | None = None
         self.state = TaskState()
+        self._placed: dict[str, str] = {}
+        self._slots: list[tuple[int, int]] = []
 
     knobs: dict[str, float] = {}
 
@@ -106,6 +153,60 @@ class Task(ABC):
         data.qpos[a : a + 3] = (xy[0], xy[1], CUBE_HALF)
         data.qpos[a + 3 : a + 7] = quat
         self.model.geom_rgba[self.h.cube_geom[cube]] = COLOURS[colour]
+        self._placed[colour] = cube
+
+    def reset_scene(self, rng: np.random.Generator, data: mujoco.MjData) -> None:
+        """Draw the episode: the task's objects and instruction (:meth:`sample`), then any distractors."""
+        self._placed = {}
+        self.sample(rng, data)
+        if self.distractors:
+            self._sample_distractors(rng, data)
+        self.state.cubes = dict(self._placed)
+        width = len(SLOT_FIELDS)
+        self._slots = sorted(
+            (CUBE_COLOURS.index(c) * width, int(self.h.cube_qpos[cube])) for c, cube in self._placed.items()
+        )
+
+    def keep_clear(self, data: mujoco.MjData) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """Segments ``(a, b, radius)`` on the table (xy) that distractors stay out of: by default a
+        disc of :data:`DISTRACTOR_CLEARANCE` around every cube placed so far and the goal."""
+        zones = []
+        for cube in self._placed.values():
+            a = self.h.cube_qpos[cube]
+            xy = data.qpos[a : a + 2].copy()
+            zones.append((xy, xy, DISTRACTOR_CLEARANCE))
+        if self.h.goal_site >= 0:
+            goal = self.model.site_pos[self.h.goal_site, :2].copy()
+            zones.append((goal, goal, DISTRACTOR_CLEARANCE))
+        return zones
+
+    def _sample_distractors(self, rng: np.random.Generator, data: mujoco.MjData) -> None:
+        free = [c for c in CUBE_COLOURS if c not in self.state.colours]
+        picks = rng.choice(len(free), size=self.distractors, replace=False)
+        zones = self.keep_clear(data)
+        for _ in range(50):  # restart the whole set when a late cube finds no room
+            spots: list[np.ndarray] = []
+            for _ in range(self.distractors):
+                spot = _free_spot(rng, zones, spots)
+                if spot is None:
+                    break
+                spots.append(spot)
+            if len(spots) == self.distractors:
+                break
+        else:
+            raise RuntimeError(f"task {self.name!r}: no room for {self.distractors} distractors on the table")
+        for k, (i, xy) in enumerate(zip(picks, spots, strict=True)):
+            self._place_cube(data, f"distractor_{k}", xy, _random_yaw_quat(rng), free[int(i)])
+
+    def slot_state(self, data: mujoco.MjData, out: np.ndarray) -> None:
+        """Write the colour-slot environment state (:data:`SLOT_ENV_STATE_NAMES`) into ``out`` (52,)."""
+        out[:] = 0.0
+        for base, adr in self._slots:
+            out[base] = 1.0
+            out[base + 1 : base + 8] = data.qpos[adr : adr + 7]
+        if self.h.goal_site >= 0:
+            out[-4] = 1.0
+            out[-3:] = self.model.site_pos[self.h.goal_site]
 
     @abstractmethod
     def sample(self, rng: np.random.Generator, data: mujoco.MjData) -> None: ...
@@ -163,7 +264,7 @@ class LiftTask(Task):
     spec = SceneSpec(cubes=("cube_a",))
     episode_steps = 100
     env_state_dim = 7
-    knobs = {"success_height": 0.08}
+    knobs = {"success_height": 0.08, "distractors": 0.0}
 
     def sample(self, rng, data):
         colour = _NAMES[rng.integers(len(_NAMES))]
@@ -171,6 +272,8 @@ class LiftTask(Task):
         self.state = TaskState(f"lift the {colour} cube", (colour,))
 
     def env_state(self, data, out):
+        if self.distractors:
+            return self.slot_state(data, out)
         out[:] = self.h.cube_pose(data, "cube_a")
 
     def success(self, data, tcp, width):
@@ -202,6 +305,8 @@ class _GoalTask(Task):
         )
 
     def env_state(self, data, out):
+        if self.distractors:
+            return self.slot_state(data, out)
         out[:7] = self.h.cube_pose(data, "cube_a")
         out[7:] = self.model.site_pos[self.h.goal_site]
 
@@ -213,7 +318,15 @@ class PushTask(_GoalTask):
     name = "push"
     episode_steps = 150
     verb = "push"
-    knobs = {"success_dist": 0.05}
+    knobs = {"success_dist": 0.05, "distractors": 0.0}
+
+    def keep_clear(self, data):
+        # The pusher lowers behind the cube and drives it along the cube-goal line: keep that lane free.
+        zones = super().keep_clear(data)
+        cube, goal = self.h.cube_pose(data, "cube_a")[:2].copy(), self.model.site_pos[self.h.goal_site, :2]
+        u = (goal - cube) / max(float(np.linalg.norm(goal - cube)), 1e-9)
+        zones.append((cube - 0.09 * u, goal + 0.04 * u, PUSH_LANE))
+        return zones
 
     def success(self, data, tcp, width):
         return self._goal_dist(data) < self.params["success_dist"]
@@ -228,7 +341,7 @@ class PickPlaceTask(_GoalTask):
     episode_steps = 150
     verb = "put"
     min_goal_dist = 0.15
-    knobs = {"success_dist": 0.04}
+    knobs = {"success_dist": 0.04, "distractors": 0.0}
 
     def sample(self, rng, data):
         super().sample(rng, data)
@@ -249,7 +362,7 @@ class StackTask(Task):
     spec = SceneSpec(cubes=("cube_a", "cube_b"))
     episode_steps = 200
     env_state_dim = 14
-    knobs = {"success_xy": 0.02}
+    knobs = {"success_xy": 0.02, "distractors": 0.0}
 
     def sample(self, rng, data):
         i, j = rng.choice(len(_NAMES), size=2, replace=False)
@@ -260,6 +373,8 @@ class StackTask(Task):
         self.state = TaskState(f"put the {_NAMES[i]} cube on the {_NAMES[j]} cube", (_NAMES[i], _NAMES[j]))
 
     def env_state(self, data, out):
+        if self.distractors:
+            return self.slot_state(data, out)
         out[:7] = self.h.cube_pose(data, "cube_a")
         out[7:] = self.h.cube_pose(data, "cube_b")
 
