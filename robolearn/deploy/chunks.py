@@ -133,8 +133,11 @@ class ChunkQueue:
 
     def receive(self, actions: np.ndarray, obs_step: int | None = None) -> int:
         """Merge the chunk answering the observation of step ``obs_step`` (default: the pending
-        request's). Returns the delay d in steps; the first d actions are dropped. A chunk too old to
-        reach the present is dropped whole (the delay is still recorded)."""
+        request's). Returns the delay d in steps. The chunk's first rows are the actions for the
+        steps since the observation; those the old plan executed meanwhile are dropped, and only
+        those: steps the robot held still (the plan had run out, or there was none yet, as at the
+        start of an episode) left the state where the chunk found it, so the chunk goes on from
+        there. A chunk too old to reach the present is dropped whole (the delay is still recorded)."""
         chunk = np.asarray(actions, dtype=np.float32)
         if chunk.ndim != 2 or len(chunk) == 0:
             raise ValueError(f"a chunk must be (L, Da) with L >= 1, found shape {chunk.shape}")
@@ -142,7 +145,9 @@ class ChunkQueue:
             if self.pending is None:
                 raise RuntimeError("receive() without obs_step needs a request in flight")
             obs_step = self.pending.obs_step
+        planned = None  # actions the plan held from obs_step on, when the request is known
         if self.pending is not None and self.pending.obs_step == obs_step:
+            planned = len(self.pending.prev_actions)
             self.pending = None
         if obs_step > self.t:
             raise ValueError(
@@ -150,11 +155,12 @@ class ChunkQueue:
             )
         delay = self.t - obs_step
         self._delays.append(delay)
-        if delay >= len(chunk):
+        executed = delay if planned is None else min(delay, planned)
+        if executed >= len(chunk):
             return delay
         self._current_obs_step = obs_step
         self.refill_after = max(1, min(self.n_action_steps, math.ceil(len(chunk) / 2)))
-        fresh = chunk[delay:]
+        fresh = chunk[executed:]
         if self.merge == "ensemble":
             self._chunks.append((self.t, fresh))
             return delay

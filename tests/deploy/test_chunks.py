@@ -101,10 +101,35 @@ def test_ensemble_leftover_is_the_voted_plan():
 def test_a_chunk_older_than_its_length_is_dropped_whole():
     q = ChunkQueue(n_action_steps=4)
     q.request()
-    for _ in range(7):
+    q.receive(_chunk(0.0))
+    for _ in range(3):
+        q.pop()
+    q.request()  # obs at step 3; the plan has 3 actions left
+    for _ in range(9):
+        q.pop()  # 3 planned actions run, then 6 holds
+    assert q.receive(_chunk(10.0)) == 9
+    # The 3 steps the old plan executed are dropped; the 6 held steps left the state where the chunk
+    # found it, so it goes on from its 4th row.
+    assert q.pop()[0] == 13.0
+    q2 = ChunkQueue(n_action_steps=4)
+    q2.request()
+    q2.receive(_chunk(0.0))
+    q2.request()
+    for _ in range(8):
+        q2.pop()  # its 6 planned actions run (then 2 holds) while the reply is under way
+    assert q2.receive(_chunk(10.0)) == 8  # every action of it is in the past
+    assert q2.pop() is None and q2.pending is None
+
+
+def test_nothing_executed_while_waiting_drops_nothing():
+    """The first chunk of an episode: the robot held still during the wait, so the chunk starts at its
+    first row whatever the delay (dropping the delay there skipped the start of the motion)."""
+    q = ChunkQueue(n_action_steps=4)
+    q.request()
+    for _ in range(5):
         assert q.pop() is None
-    assert q.receive(_chunk(0.0)) == 7  # every action of it is in the past
-    assert q.pop() is None and q.pending is None
+    assert q.receive(_chunk(0.0)) == 5
+    assert [q.pop()[0] for _ in range(3)] == [0.0, 1.0, 2.0]
 
 
 def test_delay_estimate_is_the_max_of_recent_replies():
