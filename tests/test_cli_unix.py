@@ -78,9 +78,11 @@ def test_ctrl_c_during_train_leaves_only_whole_checkpoints(lift_dataset, tmp_pat
 def test_ctrl_c_during_convert_leaves_no_output(lift_dataset, tmp_path):
     out = tmp_path / "d.hdf5"
     proc = _start("convert", str(lift_dataset), str(out), "--to", "robomimic", stdout=subprocess.PIPE)
-    time.sleep(0.5)  # anywhere from start-up to the last episode: the output appears whole or not at all
+    # Once it runs (a signal during the interpreter's own start-up kills any Python program), anywhere
+    # up to the last episode: the output appears whole or not at all.
+    first = proc.stderr.readline()  # its first progress line (or EOF: it is already done)
     proc.send_signal(signal.SIGINT)
-    err = proc.stderr.read()
+    err = first + proc.stderr.read()
     code = proc.wait(timeout=120)
     assert "Traceback" not in err, err
     if code == 130:

@@ -14,9 +14,12 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+from robolearn.data.reader import LeRobotReader
 
 ROOT = Path(__file__).resolve().parents[1]
 HIDDEN = "robosuite,metaworld,gym_hil,lerobot,zenoh,mink,playwright,datasets,ray,pylibfranka,franky"
@@ -172,11 +175,40 @@ def run_merge(w):
 
 
 def run_bench(w):
-    for name in ("sim", "data", "infer"):
+    for name in ("sim", "data", "infer", "deploy"):
         res = ok(robolearn("bench", name, "--quick", "--json", str(w["tmp"] / f"bench_{name}.json")))
         assert json.loads((w["tmp"] / f"bench_{name}.json").read_text())
         if name == "sim":  # robosuite is hidden: the peer is named as missing in one line
             assert "peer robosuite: not installed" in res.stdout
+
+
+def run_serve_and_run(w):
+    """``serve`` in the background on a free port, ``run`` against it, both as a user starts them."""
+    import signal
+    import urllib.request
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "core_install"), "ROBOLEARN_HIDE_MODULES": HIDDEN,
+           "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}  # fmt: skip
+    server = subprocess.Popen([sys.executable, "-m", "robolearn.cli", "serve", "--checkpoint", str(w["run"]),
+                               "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=env, cwd=ROOT)  # fmt: skip
+    try:
+        url = ""
+        while not url:
+            line = server.stdout.readline()
+            assert line, "robolearn serve exited before listening"
+            url = next((tok for tok in line.split() if tok.startswith("ws://")), "")
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as reply:
+            assert reply.status == 200
+        here = Path(tempfile.mkdtemp(dir=w["tmp"]))  # serve and run both come here
+        rec, js = here / "recorded", here / "run.json"
+        ok(robolearn("run", "--server", url, "--robot", "sim", "--task", "franka-lift", "--episodes", "1",
+                     "--record", str(rec), "--json", str(js), "--rt-priority", "0"))  # fmt: skip
+        assert json.loads(js.read_text()) and LeRobotReader(rec).num_episodes == 1
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 RUNS = {
@@ -191,6 +223,8 @@ RUNS = {
     "train": run_train,
     "eval": run_eval,
     "bench": run_bench,
+    "serve": run_serve_and_run,
+    "run": run_serve_and_run,
 }
 
 
