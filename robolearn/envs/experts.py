@@ -313,14 +313,7 @@ class StackExpert(PlaceExpert):
 class PushExpert(ScriptedExpert):
     """Push ``cube_a`` toward the goal with the closed gripper, steering onto the cube-goal line every
     step; back off and re-approach when the cube slips sideways off the pusher. Once the cube is well
-    inside the goal it stops pushing and draws back a little along the push line at table height, and
-    waits there (phase 3), pushing again if the cube lies outside ``redo_frac`` of the radius.
-
-    Waiting low and behind the cube, rather than raised, keeps the finished states next to the pushing
-    states: a learned policy that stops a few centimetres early is then in a state the demos label
-    "push on", whereas one that had already risen was in a state no demo ever visits (measured: a
-    raised wait gave 75% first / 68% held success over 200 episodes, most failures waiting raised
-    with the cube 5-6 cm from the goal)."""
+    inside the goal it stops pushing, draws back from the cube, rises and waits (phase 3)."""
 
     push_z = 0.021
     contact = CUBE_HALF + 0.011
@@ -329,8 +322,8 @@ class PushExpert(ScriptedExpert):
     """Stop pushing when the cube is within this fraction of the goal's success radius of its centre."""
     redo_frac = 0.8
     """While waiting, push again if the cube lies beyond this fraction of the success radius."""
-    wait_gap = 0.015
-    """Gap (m) between the pads and the cube where the pusher waits once done, on the push line."""
+    wait_z = 0.1
+    """TCP height where the pusher waits once done."""
 
     def act(self, state, env):
         tcp = state[15:18]
@@ -338,17 +331,16 @@ class PushExpert(ScriptedExpert):
         to_goal = goal - cube
         radius = self.cfg.extra.get("success_dist", 0.05)
         goal_dist = float(np.linalg.norm(to_goal))
-        u = to_goal / max(goal_dist, 1e-6)
-        yaw = nearest_yaw(math.atan2(u[1], u[0]), math.pi, hand_yaw(state))
         if self.phase == 3:
             if goal_dist > self.redo_frac * radius:
-                self._goto(2)  # the phase-2 checks below send it round again if it lost the line
+                self._goto(0)
             else:
-                return self.back_off(state, cube, yaw)
+                return self.back_off(state, cube)
         if self.phase == 2 and goal_dist < self.done_frac * radius:
             self._goto(3)
-            self._wait_dir = (tcp[:2] - cube) / max(float(np.linalg.norm(tcp[:2] - cube)), 1e-6)
-            return self.back_off(state, cube, yaw)
+            return self.back_off(state, cube)
+        u = to_goal / max(goal_dist, 1e-6)
+        yaw = nearest_yaw(math.atan2(u[1], u[0]), math.pi, hand_yaw(state))
         behind = cube - u * (self.contact + 0.025)
         rel = cube - tcp[:2]
         lateral = abs(u[0] * rel[1] - u[1] * rel[0])
@@ -369,11 +361,20 @@ class PushExpert(ScriptedExpert):
         target = cube - u * (self.contact - 0.02)
         return self.servo(state, np.array([target[0], target[1], self.push_z]), yaw, CLOSE, speed=0.35)
 
-    def back_off(self, state: np.ndarray, cube: np.ndarray, yaw: float) -> np.ndarray:
-        """Stop pushing: draw the closed pusher back ``wait_gap`` from the cube along the direction it
-        pushed from, at push height, and hold there."""
-        xy = cube + self._wait_dir * (self.contact + self.wait_gap)
-        return self.servo(state, np.array([xy[0], xy[1], self.push_z]), yaw, CLOSE, speed=0.3)
+    def back_off(self, state: np.ndarray, cube: np.ndarray) -> np.ndarray:
+        """Open the fingers, draw the pusher straight back from the cube at table height, then rise
+        and wait. A cube corner can wedge between the closed pads: opening frees it, and rising while
+        the pads touch the cube would lift it along with them."""
+        tcp = state[15:18]
+        away = tcp[:2] - cube
+        gap = float(np.linalg.norm(away))
+        away = away / max(gap, 1e-6)
+        if state[14] < 0.03 and self.timer <= 10:  # let the fingers part before moving
+            xy, z = tcp[:2], tcp[2]
+        else:
+            xy = cube + away * (self.contact + 0.03)
+            z = self.wait_z if gap > self.contact + 0.015 else tcp[2]
+        return self.servo(state, np.array([xy[0], xy[1], z]), hand_yaw(state), OPEN, speed=0.5)
 
 
 EXPERTS: dict[str, type[ScriptedExpert]] = {

@@ -55,8 +55,7 @@ def test_noisy_expert_still_holds_at_the_end(task):
 
 
 def test_push_expert_stops_pushing_and_backs_off():
-    """After success the pusher stops, draws back off the cube along the push line at table height and
-    waits there; the cube stays where it was left."""
+    """After success the pusher opens, draws back and rises; the cube stays where it was left."""
     cfg = env_config("franka-push")
     env = make_env("franka-push", cfg)
     expert = make_expert(cfg)
@@ -70,8 +69,7 @@ def test_push_expert_stops_pushing_and_backs_off():
     assert goal_dist[-1] < 0.5 * cfg.extra.get("success_dist", 0.05)
     assert np.abs(env_state[-10:, :3] - env_state[-1, :3]).max() < 1e-3  # the cube is at rest
     tcp, cube = state[-1, 15:18], env_state[-1, :3]
-    gap = np.linalg.norm(tcp[:2] - cube[:2])
-    assert 0.035 < gap < 0.07 and tcp[2] < 0.04  # off the cube, low, on the side it pushed from
+    assert tcp[2] > cube[2] + 0.05  # the hand is clear above the table
     assert np.abs(ep.frames[-1][types.ACTION][:3]).max() < 0.1  # and waits
 
 
