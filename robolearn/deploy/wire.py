@@ -19,6 +19,7 @@ Only numpy and msgpack are imported here: the robot side uses this module withou
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import msgpack
@@ -76,8 +77,10 @@ def _parse_dtype(value: Any, where: str) -> np.dtype:
         raise WireError(f"{where}: dtype must be a string like '<f4', got {type(value).__name__}")
     text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
     try:
-        dtype = np.dtype(text)
-    except (TypeError, ValueError, SyntaxError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # deprecated aliases ('a') are refused, not just warned about
+            dtype = np.dtype(text)
+    except (TypeError, ValueError, SyntaxError, Warning) as exc:
         raise WireError(f"{where}: unknown dtype {text!r}") from exc
     _check_dtype(dtype, where)
     return dtype
