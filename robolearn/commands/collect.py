@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import multiprocessing as mp
 import sys
 import time
 from collections.abc import Iterator
@@ -157,30 +156,21 @@ _WORKER: dict = {}
 
 
 def _worker_init(env_name: str, config, action_noise: float, spec: str | None, post_success: int) -> None:
-    import signal
-
-    # Ctrl-C reaches the whole process group: the parent stops the pool and finalizes the dataset;
-    # workers that also raised KeyboardInterrupt would each print a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Build one worker's env and expert (in a process of :func:`robolearn.envs.workers.ordered_episodes`)."""
     from robolearn.envs import make_env
 
-    try:
-        env = make_env(env_name, config)
-        _WORKER.update(
-            env=env,
-            expert=_policy(env, config, env_name, spec),
-            action_noise=action_noise,
-            post_success=post_success,
-        )
-    except Exception as exc:  # noqa: BLE001 - a failing initializer makes Pool respawn it forever
-        _WORKER["error"] = exc
+    env = make_env(env_name, config)
+    _WORKER.update(
+        env=env,
+        expert=_policy(env, config, env_name, spec),
+        action_noise=action_noise,
+        post_success=post_success,
+    )
 
 
 def _worker_episode(seed: int):
     from robolearn.envs.recording import rollout
 
-    if "error" in _WORKER:
-        raise _WORKER["error"]
     expert = _WORKER["expert"]
     reset = getattr(expert, "reset", None)
     return rollout(_WORKER["env"], expert, seed, reset, _WORKER["action_noise"], _WORKER["post_success"])
@@ -196,11 +186,10 @@ def _expert_stream(env, args: argparse.Namespace, config, first_seed: int) -> It
             reset = getattr(expert, "reset", None)
             yield rollout(env, expert, seed, reset, args.expert_noise, args.post_success_steps)
         return
-    # spawn: a forked MuJoCo/EGL context is not safe to reuse in a child.
-    ctx = mp.get_context("spawn")
+    from robolearn.envs.workers import ordered_episodes
+
     init = (args.env, config, args.expert_noise, args.expert, args.post_success_steps)
-    with ctx.Pool(args.workers, initializer=_worker_init, initargs=init) as pool:
-        yield from pool.imap(_worker_episode, seeds, chunksize=1)
+    yield from ordered_episodes(_worker_init, init, _worker_episode, first_seed, args.workers)
 
 
 def _teleop_stream(env, first_seed: int, fps: float) -> Iterator:
