@@ -49,7 +49,7 @@ def test_quick_run_prints_every_figure_with_its_ratio(lift_flow_run, tmp_path, c
     rt = report["roundtrip"]
     assert rt["request_bytes"] > 2 * 224 * 224 * 3 and rt["ratio_p50"] > 0 and rt["ratio_p99"] > 0
     assert rt["robolearn"]["n"] == rt["raw"]["n"] == rt["echo"]["n"] > 0
-    assert "robolearn / raw: p50" in out and "RateLoop / sleep loop" in out
+    assert "robolearn / echo: p50" in out and "RateLoop / sleep loop" in out
     loop = report["loop"]
     assert loop["robolearn"]["ticks"] > 0 and loop["sleep_loop"]["ticks"] > 0
     results = report["modes"]["results"]
