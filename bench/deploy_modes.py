@@ -13,7 +13,7 @@ the robot's grid (:class:`robolearn.deploy.loop.RateLoop`, half a period after e
   replaces the plan, minus the actions whose time passed while it was computed.
 - **rtc**: the same Runner with ``rtc=True``: each request carries the left-over plan and the
   measured delay, and the server inpaints the new chunk to agree with the actions that execute
-  meanwhile (:mod:`robolearn.deploy.rtc`).
+  meanwhile (:mod:`robolearn.policies.flow.rtc`).
 
 Per mode and delay, over the same seeds: success (first success, as ``robolearn eval``), held
 success, ticks and seconds to first success (successful episodes), hold ticks (the robot held for

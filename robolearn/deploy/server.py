@@ -4,7 +4,7 @@ Wire and fields: :mod:`robolearn.deploy.protocol`. One asyncio loop (in a backgr
 to every client; requests are parsed and validated on the loop (cheap: arrays are views of the
 frame) and queued; a batcher takes what arrived within ``batch_window_ms`` of the first request
 (or goes at once when every connected client is waiting) and runs ONE ``predict_action_chunk``
-(or, for ``rtc`` requests, one :func:`robolearn.deploy.rtc.guided_chunk`) per group of requests
+(or, for ``rtc`` requests, one :func:`robolearn.policies.flow.rtc.guided_chunk`) per group of requests
 with the same keys and shapes, on a single worker thread, so the loop keeps answering
 (metadata, ``/healthz``, error replies, pings) while the model runs. A bad frame gets a text error
 reply and the connection stays open; a failed policy call answers its own requests with an error.
@@ -338,7 +338,7 @@ class PolicyServer:
             batch = self._batch(requests)
             start = time.perf_counter()
             if requests[0].rtc:
-                from robolearn.deploy.rtc import guided_chunk
+                from robolearn.policies.flow.rtc import guided_chunk
 
                 chunk = guided_chunk(
                     self.policy,

@@ -26,24 +26,13 @@ def _work(init: Callable[..., None], init_args: tuple, episode: Callable[[int], 
     try:
         init(*init_args)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-        results.put((None, None, _portable(exc)))
+        results.put((None, None, f"{type(exc).__name__}: {exc}"))
         return
     while (seed := seeds.get()) is not None:
         try:
             results.put((seed, episode(seed), None))
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-            results.put((seed, None, _portable(exc)))
-
-
-def _portable(exc: Exception) -> Exception:
-    """``exc`` if it survives pickling (to reach the parent), else a RuntimeError with its text."""
-    import pickle
-
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:  # noqa: BLE001
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
+            results.put((seed, None, f"{type(exc).__name__}: {exc}"))
 
 
 def ordered_episodes(
@@ -52,8 +41,8 @@ def ordered_episodes(
     """``episode(seed)`` for seeds ``first_seed, first_seed + 1, ...`` run in ``workers`` spawned
     processes (each runs ``init(*init_args)`` once), yielded in seed order until the caller stops.
 
-    ``init`` and ``episode`` must be importable module-level functions. An exception in a worker is
-    raised here; a worker that dies raises ``RuntimeError``.
+    ``init`` and ``episode`` must be importable module-level functions. An exception in a worker, or
+    a worker that dies, raises ``RuntimeError`` here naming it.
     """
     ctx = mp.get_context("spawn")  # a forked MuJoCo/EGL context is not safe to reuse in a child
     seeds, results = ctx.Queue(), ctx.Queue()
@@ -75,8 +64,8 @@ def ordered_episodes(
                     if dead:
                         raise RuntimeError(f"a collect worker process died (exit code {dead[0]})") from None
                     continue
-                if error is not None:
-                    raise error
+                if error is not None:  # the worker's exception, as text: nothing is unpickled here
+                    raise RuntimeError(f"a collect worker failed: {error}")
                 done[seed] = ep
                 seeds.put(next_seed)
                 next_seed += 1

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from robolearn.deploy.rtc import guidance_weight, guided_chunk, prefix_weights, rtc_mask
+from robolearn.policies.flow.rtc import guidance_weight, guided_chunk, prefix_weights, rtc_mask
 from robolearn.types import ACTION, OBS_STATE, FeatureSpec
 
 torch.set_num_threads(1)
