@@ -150,3 +150,26 @@ def test_random_crop_in_training_centre_crop_in_eval():
         offsets.add((top, left))
     assert len(offsets) > 1  # drawn per image
     assert torch.equal(enc.eval().crop(x), x[:, :, 2:6, 2:7])
+
+
+def test_random_shift_in_training_whole_image_in_eval():
+    enc = ImageEncoder(ImageEncoderConfig(backbone="resnet_tiny", random_shift=2), (3, 8, 9))
+    x = torch.rand(16, 3, 8, 9)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate")
+    torch.manual_seed(0)
+    shifted = enc.train().crop(x)
+    assert shifted.shape == x.shape
+    offsets = set()
+    for i in range(16):  # each output is one whole-size window of its own edge-padded image
+        found = [
+            (t, left)
+            for t in range(5)
+            for left in range(5)
+            if torch.equal(shifted[i], padded[i, :, t : t + 8, left : left + 9])
+        ]
+        assert found, f"image {i} is not a shifted copy of its input"
+        offsets.add(found[0])
+    assert len(offsets) > 1  # drawn per image
+    assert torch.equal(enc.eval().crop(x), x)  # inference sees the whole field of view
+    with pytest.raises(ValueError, match="random_shift"):
+        ImageEncoder(ImageEncoderConfig(backbone="resnet_tiny", random_shift=-1), (3, 8, 9))

@@ -46,6 +46,11 @@ class ImageEncoderConfig:
     """(height, width) crop: random in training, centred in eval. None: no crop."""
     random_crop: bool = True
     """Crop at a random position in training (a centred crop otherwise)."""
+    random_shift: int = 0
+    """Random-shift augmentation in training (DrQ): pad each image by this many edge-replicated pixels
+    and crop it back to its size at a random offset. Unlike ``crop_shape`` it keeps the whole field of
+    view at inference, where objects near the image border (a cube close to the wrist camera's edge)
+    would otherwise be cut off. 0: off."""
     freeze_backbone: bool = False
     """Keep backbone weights fixed (pooling and projection still train)."""
 

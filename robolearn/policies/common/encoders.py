@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from robolearn.policies.common.backbones import build_backbone
 from robolearn.policies.common.config import ImageEncoderConfig, ObsEncoderConfig
@@ -50,6 +51,9 @@ class ImageEncoder(nn.Module):
         hw = self.crop_shape or (height, width)
         self._hw = hw
         self.random_crop = cfg.random_crop
+        if cfg.random_shift < 0:
+            raise ValueError(f"obs_encoder.image.random_shift must be >= 0, found {cfg.random_shift}")
+        self.random_shift = cfg.random_shift
         self.backbone = build_backbone(cfg, channels, hw, load_pretrained)
         self.is_vit = cfg.backbone.startswith("vit")
         self.frozen_bn = cfg.norm == "frozen_batch"
@@ -102,18 +106,17 @@ class ImageEncoder(nn.Module):
         return self
 
     def crop(self, x: torch.Tensor) -> torch.Tensor:
-        """Random crop per image in training, centred crop in eval: (N, C, H, W) -> (N, C, ch, cw)."""
+        """Random shift and random crop per image in training, centred crop in eval:
+        (N, C, H, W) -> (N, C, ch, cw)."""
+        if self.training and self.random_shift:
+            s = self.random_shift
+            x = _random_crop(F.pad(x, (s, s, s, s), mode="replicate"), x.shape[-2:])
         if self.crop_shape is None:
             return x
         ch, cw = self.crop_shape
         h, w = x.shape[-2:]
         if self.training and self.random_crop:
-            n, device = x.shape[0], x.device
-            top = torch.randint(0, h - ch + 1, (n, 1), device=device) + torch.arange(ch, device=device)
-            left = torch.randint(0, w - cw + 1, (n, 1), device=device) + torch.arange(cw, device=device)
-            idx = torch.arange(n, device=device)[:, None, None]
-            # advanced indexing moves the indexed dims first: (N, ch, cw, C) -> (N, C, ch, cw)
-            return x.permute(0, 2, 3, 1)[idx, top[:, :, None], left[:, None, :]].permute(0, 3, 1, 2)
+            return _random_crop(x, (ch, cw))
         top, left = (h - ch) // 2, (w - cw) // 2
         return x[..., top : top + ch, left : left + cw]
 
@@ -181,3 +184,14 @@ class ObsEncoder(nn.Module):
                 for key, enc in zip(self.image_keys, self.image_encoders, strict=True):
                     parts.append(enc(obs[key].flatten(0, 1)).view(b, t, -1))
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+
+def _random_crop(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """An independent random (ch, cw) window of each image: (N, C, H, W) -> (N, C, ch, cw)."""
+    (ch, cw), (h, w) = hw, x.shape[-2:]
+    n, device = x.shape[0], x.device
+    top = torch.randint(0, h - ch + 1, (n, 1), device=device) + torch.arange(ch, device=device)
+    left = torch.randint(0, w - cw + 1, (n, 1), device=device) + torch.arange(cw, device=device)
+    idx = torch.arange(n, device=device)[:, None, None]
+    # advanced indexing moves the indexed dims first: (N, ch, cw, C) -> (N, C, ch, cw)
+    return x.permute(0, 2, 3, 1)[idx, top[:, :, None], left[:, None, :]].permute(0, 3, 1, 2)
