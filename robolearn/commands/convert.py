@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", required=True, choices=OUTPUT_FORMATS, help="output format")
     parser.add_argument("--from", dest="from_format", choices=FORMATS, help="force the input format")
     parser.add_argument(
-        "--mapping", help="ROS inputs: topic mapping YAML (see datasets/ros_franka_mapping.yaml)"
+        "--mapping",
+        help="ROS inputs: topic mapping YAML (see datasets/ros_franka_mapping.yaml); LIBERO files: feature "
+        "mapping YAML (default datasets/libero_mapping.yaml)",
     )
     parser.add_argument("--fps", type=float, help="frame rate, for zarr/robomimic inputs that record none")
     parser.add_argument("--task", help="language instruction, for inputs that record none")
@@ -31,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default robot0_eef_pos,robot0_eef_quat,robot0_gripper_qpos)",
     )
     parser.add_argument("--filter-key", help="robomimic inputs: convert only the demos in mask/<KEY>")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        help="robomimic outputs: share of episodes in mask/valid when the input records no split "
+        "(default 0.05, the episodes robolearn train holds out)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or details")
 
@@ -48,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
         if args.state_keys
         else None,
         filter_key=args.filter_key,
+        val_fraction=args.val_fraction,
     )
+    if args.val_fraction is not None and not 0.0 <= args.val_fraction < 1.0:
+        raise UserError(f"--val-fraction must be in [0, 1), found {args.val_fraction}")
     try:
         summary = convert(
             args.input,

@@ -1,4 +1,9 @@
-"""``robolearn inspect DIR``: validate a LeRobot v3.0 dataset and summarize it; ``--video`` renders episodes."""
+"""``robolearn inspect DIR``: validate a LeRobot v3.0 dataset and summarize it; ``--video`` renders episodes.
+
+``robolearn inspect FILE.hdf5`` says what a robomimic-style file is (robomimic, LIBERO or unknown
+layout): its demos, keys, shapes, masks and ``env_args``, and what ``robolearn convert`` keeps and
+drops (:mod:`robolearn.data.convert.inspect_h5`).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ HELP = "dataset summary, validation, stats; --video to render episodes"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``inspect``'s arguments on its subparser."""
-    parser.add_argument("dir", type=Path, help="dataset root (holds meta/info.json)")
+    parser.add_argument(
+        "dir", type=Path, help="dataset root (holds meta/info.json), or a robomimic / LIBERO .hdf5 file"
+    )
     parser.add_argument(
         "--video", type=Path, metavar="OUT_DIR", help="render episodes (cameras side by side) to mp4"
     )
@@ -72,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from robolearn.data.validate import validate
 
     root: Path = args.dir
+    if root.is_file():
+        return _inspect_file(args)
     if not root.is_dir():
         raise UserError(f"{root}: no such directory")
     if not (root / "meta" / "info.json").is_file():
@@ -111,6 +120,24 @@ def run(args: argparse.Namespace) -> int:
         f"{reader.num_frames} frames, {reader.fps} fps, {cams} camera(s), {len(reader.tasks)} task(s)"
         + (f", {len(problems)} warning(s)" if problems else "")
     )
+    return 0
+
+
+def _inspect_file(args: argparse.Namespace) -> int:
+    """Describe an HDF5 demo file (the LeRobot-only options do not apply to it)."""
+    from robolearn.data.convert import ConversionError
+    from robolearn.data.convert.inspect_h5 import describe_hdf5
+
+    used = [flag for flag, on in (("--video", args.video), ("--episodes", args.episodes), ("--repair", args.repair))
+            if on]  # fmt: skip
+    if used:
+        raise UserError(
+            f"{args.dir}: {used[0]} works on LeRobot datasets; convert the file first (robolearn convert)"
+        )
+    try:
+        print("\n".join(describe_hdf5(args.dir)))
+    except ConversionError as exc:
+        raise UserError(str(exc)) from exc
     return 0
 
 

@@ -310,8 +310,15 @@ class WindowedDataset(Dataset):
         return self._stats
 
     def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[WindowedDataset, WindowedDataset]:
-        """Two datasets with this configuration over disjoint episodes (see :func:`split_episodes`)."""
-        train, val = split_episodes(self.num_episodes, val_fraction, seed)
+        """Two datasets with this configuration over disjoint episodes: the split the dataset records
+        (:mod:`robolearn.data.splits`, e.g. an imported robomimic file's masks) when this covers every
+        episode, else :func:`split_episodes`."""
+        if self._subset:
+            train, val = split_episodes(self.num_episodes, val_fraction, seed)
+        else:
+            from robolearn.data.splits import dataset_split
+
+            train, val = dataset_split(self.reader.info, self.num_episodes, val_fraction, seed)
         pick = self.episodes
         return (WindowedDataset(self.root, episodes=[pick[i] for i in train], **self._args),
                 WindowedDataset(self.root, episodes=[pick[i] for i in val], **self._args))  # fmt: skip

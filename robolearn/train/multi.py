@@ -2,8 +2,8 @@
 
 The datasets must have identical features (dtype, shape, and element names where both declare
 them) and one fps; the first difference is an error naming both datasets and the feature. Each
-dataset is split into train and validation episodes on its own (:func:`split_episodes`, same
-fraction and seed), its windows are built by its own :class:`WindowedDataset`, and the windows are
+dataset is split into train and validation episodes on its own (the split it records, else
+:func:`split_episodes` with the same fraction and seed; :mod:`robolearn.data.splits`), its windows are built by its own :class:`WindowedDataset`, and the windows are
 concatenated. Normalization stats are combined exactly: every dataset's stats over its training
 episodes, then LeRobot's aggregation across them (count-weighted means, pooled variance, min of mins,
 max of maxes, count-weighted quantiles), which is what one dataset holding all those episodes
@@ -61,7 +61,7 @@ def check_same_features(
 def load_training_data(roots: Sequence[str | Path], val_fraction: float, seed: int) -> TrainingData:
     """Open every dataset's metadata, check they fit together, and split each into train/val."""
     from robolearn.data.reader import LeRobotReader
-    from robolearn.data.sampler import split_episodes
+    from robolearn.data.splits import dataset_split
     from robolearn.train.trainer import dataset_envs
 
     paths = [Path(r) for r in roots]
@@ -84,7 +84,8 @@ def load_training_data(roots: Sequence[str | Path], val_fraction: float, seed: i
                 )
             envs.extend(dataset_envs(reader.info, f"{path}/meta/info.json"))
             tasks.extend(reader.tasks)
-        splits = [split_episodes(r.num_episodes, val_fraction, seed) for r in readers]
+        # a recorded split (an imported robomimic file's mask/train, mask/valid) wins over the drawn one
+        splits = [dataset_split(r.info, r.num_episodes, val_fraction, seed) for r in readers]
         return TrainingData(
             roots=paths, features=dict(first.features), fps=first.fps, envs=tuple(dict.fromkeys(envs)),
             tasks=list(dict.fromkeys(tasks)), train_episodes=[t for t, _ in splits],

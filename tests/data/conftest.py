@@ -109,3 +109,58 @@ def new_dataset(tmp_path):
         return root
 
     return make
+
+
+ROBOSUITE_DEMOS = {"demo_0": 6, "demo_3": 5, "demo_7": 7}
+"""Demo name -> length of :func:`robosuite_hdf5`'s file (ids not 0..n-1, as after filtering)."""
+
+
+def robosuite_hdf5(path: Path, demos: dict[str, int] = ROBOSUITE_DEMOS, image: int = 16) -> dict:
+    """A robomimic file in robosuite's layout: ``robot0_*`` keys, ``object``, two cameras, depth,
+    ``next_obs`` (obs shifted, with a genuine last row), ``states``, ``model_file``, ``mask/*``.
+
+    Returns ``{demo: {h5 path: array}}`` plus ``"_attrs"`` (``env_args``) and ``"_masks"``.
+    """
+    import json
+
+    import h5py
+
+    rng = np.random.default_rng(7)
+    widths = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2, "robot0_joint_pos": 7,
+              "robot0_joint_vel": 7, "object": 10}  # fmt: skip
+    env_args = {"env_name": "Lift", "type": 1, "env_kwargs": {"robots": ["Panda"], "control_freq": 20,
+                "controller_configs": {"type": "OSC_POSE"}, "camera_names": ["agentview", "robot0_eye_in_hand"]}}  # fmt: skip
+    masks = {"train": ["demo_0", "demo_7"], "valid": ["demo_3"], "20_percent": ["demo_3"]}
+    out: dict = {"_attrs": {"env_args": env_args}, "_masks": masks}
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        for d, (name, n) in enumerate(demos.items()):
+            g = data.create_group(name)
+            obs = {k: rng.normal(size=(n + 1, w)) for k, w in widths.items()}
+            for c, cam in enumerate(("agentview", "robot0_eye_in_hand")):
+                frames = [smooth_image(d, i, c)[:image, :image] for i in range(n + 1)]
+                obs[f"{cam}_image"] = np.stack(frames)
+            obs["agentview_depth"] = rng.random((n + 1, image, image, 1)).astype(np.float32)
+            a = {f"obs/{k}": v[:n] for k, v in obs.items()}
+            a.update({f"next_obs/{k}": v[1:] for k, v in obs.items()})
+            a["actions"] = rng.uniform(-1, 1, (n, 7))
+            a["rewards"] = (np.arange(n) == n - 1).astype(np.float64)
+            a["dones"] = np.eye(n, dtype=np.int64)[-1]
+            a["states"] = rng.normal(size=(n, 32))
+            for k, v in a.items():
+                g.create_dataset(k, data=v)
+            g.attrs["num_samples"] = n
+            g.attrs["model_file"] = f"<mujoco model='lift-{name}'><worldbody/></mujoco>"
+            out[name] = a
+        data.attrs["total"] = sum(demos.values())
+        data.attrs["env_args"] = json.dumps(env_args)
+        for k, names in masks.items():
+            f.create_dataset(f"mask/{k}", data=np.array(names, dtype="S"))
+    return out
+
+
+@pytest.fixture
+def robosuite_file(tmp_path) -> tuple[Path, dict]:
+    """``(path, arrays)`` of a fresh :func:`robosuite_hdf5` file."""
+    path = tmp_path / "lift_ph.hdf5"
+    return path, robosuite_hdf5(path)

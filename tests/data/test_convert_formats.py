@@ -173,8 +173,8 @@ def test_foreign_robomimic_mapping(tmp_path):
         assert src.fps == 20.0  # from env_args.env_kwargs.control_freq
         f = src.features
         assert f["observation.state"].shape == (9,) and f["observation.state"].names[:2] == (
-            "robot0_eef_pos_0",
-            "robot0_eef_pos_1",
+            "robot0_eef_pos.0",
+            "robot0_eef_pos.1",
         )
         assert f["observation.environment_state"].shape == (10,)
         assert f["observation.images.agentview"] == image_spec((8, 8, 3))
@@ -205,7 +205,7 @@ def test_robomimic_output_layout(tmp_path):
     with h5py.File(path, "r") as f:
         data = f["data"]
         assert data.attrs["total"] == 15
-        assert json.loads(data.attrs["env_args"])["env_name"] == "franka"
+        assert json.loads(data.attrs["env_args"])["env_name"] == "unknown"  # no registered env recorded
         demo = data["demo_1"]
         assert demo.attrs["num_samples"] == 7
         assert demo["obs/front_image"].shape == (7, 8, 10, 3) and demo["obs/state"].shape == (7, 4)

@@ -10,7 +10,8 @@ from them, so any input pairs with any output::
     print(summary.line())
 
 The key mappings of each format are documented in its module (``zarr_format``,
-``robomimic_format``, ``ros_mapping``).
+``robomimic_format`` and ``robomimic_export``, ``ros_mapping``); ``robomimic_h5`` reads the raw
+layout of robomimic-style HDF5 files (robomimic, robosuite, LIBERO).
 """
 
 from robolearn.data.convert.core import ConvertOptions, ConvertSummary, convert, open_source, write_episodes

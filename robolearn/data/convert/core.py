@@ -27,6 +27,9 @@ class ConvertOptions:
     """robomimic inputs: obs keys concatenated into ``observation.state``."""
     filter_key: str | None = None
     """robomimic inputs: read only the demos in ``mask/<filter_key>``."""
+    val_fraction: float | None = None
+    """robomimic outputs: share of episodes in ``mask/valid`` when the input records no split
+    (default: ``robolearn train``'s, so the mask holds the episodes it holds out)."""
 
 
 @dataclass
@@ -75,6 +78,13 @@ def open_source(
         from robolearn.data.convert.zarr_format import ZarrSource
 
         return ZarrSource(path, fps=opts.fps or 0.0, task=opts.task)
+    if fmt == "libero":
+        from robolearn.data.convert.libero import LiberoSource, load_libero_mapping
+
+        mapping = load_libero_mapping(opts.mapping) if isinstance(opts.mapping, str | Path) else None
+        return LiberoSource(
+            path, fps=opts.fps or 0.0, task=opts.task, mapping=mapping, filter_key=opts.filter_key
+        )
     if fmt == "robomimic":
         from robolearn.data.convert.robomimic_format import DEFAULT_STATE_KEYS, RobomimicSource
 
@@ -111,16 +121,22 @@ def _topics_hint(path: Path) -> str:
     return " (topics in the bag: " + ", ".join(f"{t} [{ty}]" for t, ty in topics) + ")"
 
 
-def write_episodes(source: EpisodeSource, out: Path, to: str, episodes: Iterator[Episode]) -> int:
+def write_episodes(
+    source: EpisodeSource,
+    out: Path,
+    to: str,
+    episodes: Iterator[Episode],
+    options: ConvertOptions | None = None,
+) -> int:
     """Write ``episodes`` of ``source`` to a fresh path ``out`` in format ``to``; returns frames written."""
     if to == "zarr":
         from robolearn.data.convert.zarr_format import write_zarr
 
         return write_zarr(source, out, episodes)
     if to == "robomimic":
-        from robolearn.data.convert.robomimic_format import write_robomimic
+        from robolearn.data.convert.robomimic_export import write_robomimic
 
-        return write_robomimic(source, out, episodes)
+        return write_robomimic(source, out, episodes, val_fraction=(options or ConvertOptions()).val_fraction)
     if to == "lerobot":
         from robolearn.data.convert.lerobot_format import write_lerobot
 
@@ -169,7 +185,7 @@ def convert(
                 bar.update(1)
 
         try:
-            frames = write_episodes(source, tmp, to, _stream())
+            frames = write_episodes(source, tmp, to, _stream(), options)
         finally:
             bar.close()
         summary = ConvertSummary(

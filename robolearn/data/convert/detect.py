@@ -7,8 +7,9 @@ from pathlib import Path
 
 from robolearn.data.convert.episode import ConversionError
 
-FORMATS = ("lerobot", "zarr", "robomimic", "rosbag")
-"""Input formats; ``rosbag`` covers ROS 1 ``.bag``, ROS 2 bag directories and bare ``.mcap``/``.db3``."""
+FORMATS = ("lerobot", "zarr", "robomimic", "libero", "rosbag")
+"""Input formats; ``rosbag`` covers ROS 1 ``.bag``, ROS 2 bag directories and bare ``.mcap``/``.db3``;
+``libero`` is robomimic's HDF5 layout with LIBERO's ``problem_info`` attributes."""
 OUTPUT_FORMATS = ("lerobot", "zarr", "robomimic")
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -52,7 +53,9 @@ def detect_format(path: str | Path) -> str:
         )
     head = _head(path)
     if head.startswith(_HDF5_MAGIC):
-        return "robomimic"
+        from robolearn.data.convert.libero import is_libero_file
+
+        return "libero" if is_libero_file(path) else "robomimic"
     if head.startswith(_MCAP_MAGIC) or head.startswith(_ROSBAG1_MAGIC) or head.startswith(_SQLITE_MAGIC):
         return "rosbag"
     if zipfile.is_zipfile(path):

@@ -33,6 +33,10 @@ class Episode:
 
     frames: dict[str, np.ndarray]
     task: str
+    meta: dict = field(default_factory=dict)
+    """What a format records per episode beside its frames, kept for the way back: ``demo`` (its
+    robomimic name), ``attrs`` (its HDF5 attributes, e.g. ``model_file``) and ``final_next_obs``
+    (``{h5 obs key: last next_obs row}``, the one ``next_obs`` row that is not a later obs)."""
 
     def __len__(self) -> int:
         return len(next(iter(self.frames.values()))) if self.frames else 0
@@ -130,6 +134,13 @@ class EpisodeSource(ABC):
     num_episodes: int = 0
     notes: list[str] = field(default_factory=list)
     """Lines for the conversion report (alignment statistics, key mapping, guesses made)."""
+    origin: dict = field(default_factory=dict)
+    """Where the data came from, as ``info.json``'s ``robolearn`` block records it: ``env`` and
+    ``env_config`` (a registered env) and/or ``source`` (an imported file: ``format``, ``file``,
+    ``env_args``, ``attrs``, ``keys``); empty when unknown."""
+    splits: dict[str, list[int]] = field(default_factory=dict)
+    """Recorded episode splits (``{"train": [...], "valid": [...]}``, robomimic's masks), by
+    episode index in :meth:`episodes` order; empty when the source records none."""
 
     format_name = "?"
 

@@ -1,7 +1,15 @@
-"""LeRobot v3.0 datasets on either side of a conversion, through robolearn's own writer and reader."""
+"""LeRobot v3.0 datasets on either side of a conversion, through robolearn's own writer and reader.
+
+Besides the frames, a conversion keeps where the data came from: ``meta/info.json``'s
+``robolearn`` block holds the source env (``env``, ``env_config``), an imported file's ``source``
+(format, file name, ``env_args``, attributes, key mapping) and the recorded ``splits``; what a
+source records per episode (robomimic demo name, demo attributes such as ``model_file``, the final
+``next_obs`` row) goes to ``meta/source_episodes.jsonl``, one JSON object per episode.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +28,8 @@ from robolearn.data.convert.episode import (
 from robolearn.types import FeatureSpec
 
 _COMMIT_EVERY = 64
+EPISODE_META_PATH = "meta/source_episodes.jsonl"
+"""Per-episode source records (:attr:`Episode.meta`), one JSON line per episode, in episode order."""
 
 
 @dataclass
@@ -27,6 +37,7 @@ class LeRobotSource(EpisodeSource):
     """A LeRobot v3.0 dataset directory opened for conversion (cameras decoded from video)."""
 
     _reader: Any = None
+    _meta: list = None  # type: ignore[assignment]
 
     format_name = "lerobot"
 
@@ -43,6 +54,12 @@ class LeRobotSource(EpisodeSource):
         self.fps = float(r.fps)
         self.robot_type = getattr(r, "robot_type", None)
         self.num_episodes = int(r.num_episodes)
+        from robolearn.data.splits import recorded_splits
+
+        block = r.info.get("robolearn")
+        self.origin = {k: v for k, v in block.items() if k != "splits"} if isinstance(block, dict) else {}
+        self.splits = recorded_splits(r.info)
+        self._meta = _read_episode_meta(self.path / EPISODE_META_PATH, self.num_episodes)
 
     def episodes(self) -> Iterator[Episode]:
         r = self._reader
@@ -57,7 +74,8 @@ class LeRobotSource(EpisodeSource):
                 else:
                     frames[key] = np.asarray(cols[key])
             task_index = int(np.asarray(cols["task_index"]).reshape(-1)[0]) if "task_index" in cols else 0
-            yield Episode(frames, tasks[task_index] if tasks else "")
+            meta = self._meta[i] if i < len(self._meta) else {}
+            yield Episode(frames, tasks[task_index] if tasks else "", meta)
 
     def close(self) -> None:
         if self._reader is not None and hasattr(self._reader, "close"):
@@ -80,6 +98,7 @@ def write_lerobot(source: EpisodeSource, out: Path, episodes: Iterator[Episode] 
         )
     features = {k: FeatureSpec("video", s.shape) if is_visual(s) else s for k, s in source.features.items()}
     total = 0
+    env = source.origin.get("env")
     writer = LeRobotWriter(
         out,
         fps=fps,
@@ -87,7 +106,10 @@ def write_lerobot(source: EpisodeSource, out: Path, episodes: Iterator[Episode] 
         robot_type=source.robot_type,
         use_videos=True,
         commit_every=_COMMIT_EVERY,
+        env=env,
+        env_config=source.origin.get("env_config") if env is not None else None,
     )
+    metas: list[dict] = []
     with writer:
         for i, ep in enumerate(episodes if episodes is not None else source.episodes()):
             where = f"{source.path} episode {i}"
@@ -100,7 +122,41 @@ def write_lerobot(source: EpisodeSource, out: Path, episodes: Iterator[Episode] 
                 writer.save_episode()
             except ValueError as exc:
                 raise ConversionError(f"{where}: {exc}") from exc
+            metas.append(ep.meta)
             total += len(ep)
         if total == 0:
             raise ConversionError(f"{source.path}: no episodes to write")
+    _record_origin(out, source, metas)
     return total
+
+
+def _record_origin(out: Path, source: EpisodeSource, metas: list[dict]) -> None:
+    """Add the source's ``source`` block and splits to ``info.json``; per-episode records beside it."""
+    from robolearn.data import layout
+    from robolearn.data.fsio import write_json_atomic
+    from robolearn.data.writer import SOURCE_KEY
+
+    extra = {k: v for k, v in source.origin.items() if k not in ("env", "env_config", "splits")}
+    splits = {k: [i for i in v if 0 <= i < len(metas)] for k, v in source.splits.items()}
+    if extra or splits:
+        info = layout.load_info(out)
+        block = info.setdefault(SOURCE_KEY, {})
+        block.update(extra)
+        if splits:
+            block["splits"] = splits
+        write_json_atomic(out, out / layout.INFO_PATH, info)
+    if any(metas):
+        lines = "".join(json.dumps(m, separators=(",", ":")) + "\n" for m in metas)
+        (out / EPISODE_META_PATH).write_text(lines, encoding="utf-8")
+
+
+def _read_episode_meta(path: Path, num_episodes: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise ConversionError(f"{path}: invalid JSON line ({exc})") from exc
+    if len(rows) != num_episodes:
+        raise ConversionError(f"{path}: {len(rows)} lines for {num_episodes} episodes")
+    return rows

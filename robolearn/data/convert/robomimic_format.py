@@ -1,25 +1,30 @@
-"""robomimic's HDF5 layout, read and written.
+"""robomimic's HDF5 layout, read (this module) and written (:mod:`.robomimic_export`).
 
-Layout: ``data/demo_<n>/{obs/<key>, actions, rewards, dones}``, per-demo attribute
-``num_samples``, ``data`` attributes ``total`` and ``env_args`` (a JSON string with ``env_name``,
-``type``, ``env_kwargs``), optional ``mask/<filter_key>`` lists of demo names. ``next_obs`` is
-neither read nor written (behaviour cloning does not load it: ``hdf5_load_next_obs=False``).
+Layout: ``data/demo_<n>/{obs/<key>, next_obs/<key>, actions, rewards, dones, states}``, per-demo
+attributes ``num_samples`` (and robosuite's ``model_file``), ``data`` attributes ``total`` and
+``env_args`` (JSON: ``env_name``, ``type``, ``env_kwargs``), ``mask/<filter_key>`` lists of demo
+names (robomimic ships ``train`` and ``valid``). The raw file is read by :mod:`.robomimic_h5`.
 
-Reading a foreign file maps keys like this:
+Reading a foreign file keeps its names:
 
 * ``observation.state`` = concatenation of ``state_keys`` (default ``robot0_eef_pos``,
-  ``robot0_eef_quat``, ``robot0_gripper_qpos``, those present), dtype kept (robomimic stores
-  float64); ``names`` label each element (``robot0_eef_pos_0`` ...) so every column's origin shows;
-* ``object`` -> ``observation.environment_state``;
-* ``<cam>_image`` (T, H, W, 3) -> ``observation.images.<cam>``; ``*_depth`` is skipped (noted);
+  ``robot0_eef_quat``, ``robot0_gripper_qpos``, those present), dtype kept (robosuite stores
+  float64); its ``names`` are ``<key>.<i>`` (``robot0_eef_pos.0`` ...), so the layout is in
+  ``info.json`` and the export splits the vector back into those keys;
+* ``object`` -> ``observation.environment_state`` (names ``object.<i>``);
+* ``<cam>_image`` (T, H, W, 3) -> ``observation.images.<cam>``; ``*_depth`` is dropped (noted);
 * every other obs key ``k`` -> ``observation.k``;
-* ``actions`` -> ``action``, ``rewards`` -> ``next.reward``, ``dones`` -> ``next.done`` (bool).
+* ``actions`` -> ``action``, ``rewards`` -> ``next.reward``, ``dones`` -> ``next.done`` (bool),
+  ``states`` (the simulator state) -> ``observation.sim_state`` (float64);
+* ``next_obs``: robomimic builds it as obs shifted by one step, so it is not stored twice: only
+  each demo's last numeric ``next_obs`` row goes into :attr:`Episode.meta` (a demo whose
+  ``next_obs`` is not a shift is noted, and the export rebuilds it as one);
+* demo names, demo attributes (``model_file``, ``ep_meta``), ``env_args``, the other ``data``
+  attributes and the key mapping go into :attr:`EpisodeSource.origin` / :attr:`Episode.meta`;
+  ``mask/*`` becomes :attr:`EpisodeSource.splits`; ``env_kwargs.robots`` gives ``robot_type``.
 
-Writing uses the reverse names (``observation.state`` -> ``obs/state``, cameras ->
-``obs/<cam>_image``, ``observation.environment_state`` -> ``obs/object``) and stores the exact
-mapping, fps, feature specs and tasks in the ``data`` attribute ``robolearn`` (JSON), so reading
-our own output back is lossless. ``rewards``/``dones`` are always written (zeros / done at the last
-step when the source has none) because robomimic's default ``dataset_keys`` loads them.
+Our own output carries the ``data`` attribute ``robolearn`` (JSON: fps, feature specs, key
+mapping, tasks, origin), so reading it back is lossless.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,18 +41,18 @@ from robolearn.data.convert.episode import (
     ConversionError,
     Episode,
     EpisodeSource,
-    check_episode,
     image_spec,
     is_visual,
     looks_like_image,
     scalar_shape,
     to_uint8_images,
 )
+from robolearn.data.convert.robomimic_h5 import H5Layout, next_obs_is_shift, read_layout
 from robolearn.types import (
     ACTION,
     DONE,
     OBS_ENV_STATE,
-    OBS_IMAGE_PREFIX,
+    OBS_SIM_STATE,
     OBS_STATE,
     REWARD,
     FeatureSpec,
@@ -57,27 +61,51 @@ from robolearn.types import (
 
 ATTR = "robolearn"
 DEFAULT_STATE_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
-_TOP = {ACTION: "actions", REWARD: "rewards", DONE: "dones"}
+TOP = {ACTION: "actions", REWARD: "rewards", DONE: "dones", OBS_SIM_STATE: "states"}
+"""robolearn feature -> per-step dataset beside ``obs`` in a robomimic demo."""
+_SUB_NAME = re.compile(r"^(.+)\.(\d+)$")
 
 
-def _demo_sort_key(name: str) -> tuple[int, str]:
-    m = re.search(r"(\d+)$", name)
-    return (int(m.group(1)) if m else 1 << 62, name)
+def sub_feature_names(key: str, width: int) -> tuple[str, ...]:
+    """``("key.0", ..., "key.<width-1>")``: the element names that record where a column came from."""
+    return tuple(f"{key}.{i}" for i in range(width))
 
 
-def feature_to_h5(key: str) -> str:
-    """Where a robolearn feature lives inside ``data/demo_<n>/`` when we write it."""
-    if key in _TOP:
-        return _TOP[key]
-    if key == OBS_STATE:
-        return "obs/state"
-    if key == OBS_ENV_STATE:
-        return "obs/object"
-    if key.startswith(OBS_IMAGE_PREFIX):
-        return f"obs/{key[len(OBS_IMAGE_PREFIX) :]}_image"
-    if key.startswith("observation."):
-        return f"obs/{key[len('observation.') :]}"
-    return key.replace(".", "_").replace("/", "_")
+def split_names(names: tuple[str, ...] | None) -> list[tuple[str, int]] | None:
+    """``[(key, width), ...]`` when ``names`` is a run of ``<key>.0 .. <key>.<n-1>`` groups, else None."""
+    if not names:
+        return None
+    groups: list[tuple[str, int]] = []
+    for name in names:
+        m = _SUB_NAME.match(name)
+        if m is None:
+            return None
+        key, i = m.group(1), int(m.group(2))
+        if groups and groups[-1][0] == key and groups[-1][1] == i:
+            groups[-1] = (key, i + 1)
+        elif i == 0 and all(k != key for k, _ in groups):
+            groups.append((key, 1))
+        else:
+            return None
+    return groups
+
+
+def robot_type_of(env_args: dict[str, Any]) -> str | None:
+    """LeRobot's ``robot_type`` from robosuite's ``env_kwargs.robots`` (``["Panda"]`` -> ``panda``)."""
+    robots = (env_args.get("env_kwargs") or {}).get("robots")
+    if isinstance(robots, str):
+        robots = [robots]
+    if isinstance(robots, list) and robots and all(isinstance(r, str) for r in robots):
+        return ",".join(r.lower() for r in robots)
+    return None
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 @dataclass
@@ -86,17 +114,19 @@ class RobomimicSource(EpisodeSource):
 
     ``state_keys`` picks the obs keys concatenated into ``observation.state`` (foreign files only);
     ``filter_key`` reads only the demos listed in ``mask/<filter_key>``; ``fps`` and ``task`` fill
-    in what the file does not record.
+    in what the file does not record. :attr:`layout` is the file's raw layout.
     """
 
     task: str | None = None
     state_keys: tuple[str, ...] = DEFAULT_STATE_KEYS
     filter_key: str | None = None
     env_args: dict[str, Any] = field(default_factory=dict)
+    layout: H5Layout | None = None
     _file: Any = None
     _demos: list[str] = field(default_factory=list)
-    _paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # feature -> h5 paths (concatenated)
+    _paths: dict[str, tuple[tuple[str, int | None], ...]] = field(default_factory=dict)
     _tasks: list[str] = field(default_factory=list)
+    _noted_shift: bool = False
 
     format_name = "robomimic"
 
@@ -118,40 +148,50 @@ class RobomimicSource(EpisodeSource):
 
     def _load_meta(self) -> None:
         f, p = self._file, self.path
+        layout = self.layout = read_layout(f, p, ATTR)
         if "data" not in f:
             raise ConversionError(f"{p}: no 'data' group (not a robomimic dataset)")
-        data = f["data"]
-        demos = sorted((k for k in data.keys() if k.startswith("demo")), key=_demo_sort_key)
+        demos = list(layout.demos)
         if self.filter_key is not None:
-            if f"mask/{self.filter_key}" not in f:
-                raise ConversionError(f"{p}: no filter key mask/{self.filter_key}")
-            keep = {x.decode() if isinstance(x, bytes) else str(x) for x in f[f"mask/{self.filter_key}"][:]}
+            if self.filter_key not in layout.masks:
+                raise ConversionError(
+                    f"{p}: no filter key mask/{self.filter_key} (masks: {sorted(layout.masks)})"
+                )
+            keep = set(layout.masks[self.filter_key])
             demos = [d for d in demos if d in keep]
         if not demos:
             raise ConversionError(f"{p}: no demos under data/")
         self._demos = demos
-        try:
-            self.env_args = json.loads(data.attrs.get("env_args", "{}"))
-        except (TypeError, json.JSONDecodeError) as exc:
-            raise ConversionError(f"{p}: data attribute env_args is not valid JSON ({exc})") from exc
+        self.env_args = layout.env_args
+        data = f["data"]
         info = json.loads(data.attrs[ATTR]) if ATTR in data.attrs else None
-        first = data[demos[0]]
         if info:
-            self._paths = {k: (v,) for k, v in info["keys"].items()}
+            for k, paths in info["keys"].items():
+                self._paths[k] = tuple(
+                    (x, None) if isinstance(x, str) else (x[0], x[1]) for x in _as_list(paths)
+                )
             for k, s in info["features"].items():
                 names = None if s["dtype"] in ("image", "video") or not s.get("names") else tuple(s["names"])
                 self.features[k] = FeatureSpec(s["dtype"], tuple(s["shape"]), names)
+            self.origin = dict(info.get("origin") or {})
         else:
-            self._map_foreign(first)
-        fps = (info or {}).get("fps") or self.fps or self.env_args.get("env_kwargs", {}).get("control_freq")
+            self._map_foreign(layout, data[demos[0]])
+            self.origin = {"source": self._source_block(layout)}
+        fps = (
+            (info or {}).get("fps") or self.fps or (self.env_args.get("env_kwargs") or {}).get("control_freq")
+        )
         if not fps:
             raise ConversionError(
                 f"{p}: the file records no frame rate (no env_kwargs.control_freq); pass --fps"
             )
         self.fps = float(fps)
-        self.robot_type = (info or {}).get("robot_type") or self.robot_type
-        if info and len(info.get("episode_tasks", [])) == len(data.keys()):
-            by_demo = dict(zip(sorted(data.keys(), key=_demo_sort_key), info["episode_tasks"], strict=True))
+        self.robot_type = (info or {}).get("robot_type") or robot_type_of(self.env_args) or self.robot_type
+        position = {d: i for i, d in enumerate(demos)}
+        self.splits = {
+            name: [position[d] for d in names if d in position] for name, names in layout.masks.items()
+        }
+        if info and len(info.get("episode_tasks", [])) == len(layout.demos):
+            by_demo = dict(zip(layout.demos, info["episode_tasks"], strict=True))
             self._tasks = [info["tasks"][by_demo[d]] for d in demos]
         else:
             default = self.task or self.env_args.get("env_name") or p.stem
@@ -160,39 +200,70 @@ class RobomimicSource(EpisodeSource):
                 self.notes.append(f"{p.name}: no task recorded; using {default!r} (pass --task)")
         self.num_episodes = len(demos)
 
-    def _map_foreign(self, demo: Any) -> None:
+    def _source_block(self, layout: H5Layout) -> dict[str, Any]:
+        keys = {k: [list(x) for x in v] for k, v in self._paths.items()}
+        attrs = {k: v for k, v in layout.attrs.items() if _jsonable(v)}
+        return {
+            "format": "robomimic",
+            "file": self.path.name,
+            "env_args": self.env_args,
+            "attrs": attrs,
+            "keys": keys,
+        }
+
+    def _map_foreign(self, layout: H5Layout, demo: Any) -> None:
         where = f"{self.path} {demo.name.rsplit('/', 1)[-1]}"
-        if "actions" not in demo:
+        if "actions" not in layout.top:
             raise ConversionError(f"{where}: missing 'actions'")
-        obs = demo["obs"] if "obs" in demo else {}
+        obs = layout.obs
         state = [k for k in self.state_keys if k in obs]
         if self.state_keys != DEFAULT_STATE_KEYS and len(state) < len(self.state_keys):
             absent = [k for k in self.state_keys if k not in obs]
-            raise ConversionError(f"{where}: state key(s) {absent} not in obs (have {sorted(obs.keys())})")
+            raise ConversionError(f"{where}: state key(s) {absent} not in obs (have {sorted(obs)})")
         if state:
-            names = tuple(f"{k}_{i}" for k in state for i in range(int(np.prod(obs[k].shape[1:]))))
+            widths = [int(np.prod(obs[k].shape[1:])) for k in state]
+            names = tuple(n for k, w in zip(state, widths, strict=True) for n in sub_feature_names(k, w))
             dtype = np.result_type(*(obs[k].dtype for k in state))
-            self._paths[OBS_STATE] = tuple(f"obs/{k}" for k in state)
+            self._paths[OBS_STATE] = tuple((f"obs/{k}", w) for k, w in zip(state, widths, strict=True))
             self.features[OBS_STATE] = FeatureSpec(str(dtype), (len(names),), names)
-        for k in sorted(obs.keys()):
+        for k in sorted(obs):
             if k in state:
                 continue
             if k.endswith("_depth"):
-                self.notes.append(f"{self.path.name}: skipped depth obs {k!r}")
+                self.notes.append(f"{self.path.name}: dropped depth obs {k!r}")
                 continue
-            shape = tuple(obs[k].shape)
+            shape = obs[k].shape
             if looks_like_image(shape):
                 ours = image_key(k[: -len("_image")] if k.endswith("_image") else k)
                 self.features[ours] = image_spec((*shape[1:3], 3))
+            elif k == "object" and OBS_ENV_STATE not in self.features and len(shape) == 2:
+                ours = OBS_ENV_STATE
+                self.features[ours] = FeatureSpec(obs[k].dtype, (shape[1],), sub_feature_names(k, shape[1]))
             else:
-                ours = OBS_ENV_STATE if k == "object" else f"observation.{k}"
-                self.features[ours] = FeatureSpec(str(obs[k].dtype), scalar_shape(shape[1:]))
-            self._paths[ours] = (f"obs/{k}",)
-        for ours, name in _TOP.items():
-            if name in demo:
-                dtype = "bool" if ours == DONE else str(demo[name].dtype)
-                self.features[ours] = FeatureSpec(dtype, scalar_shape(tuple(demo[name].shape[1:])))
-                self._paths[ours] = (name,)
+                ours = f"observation.{k}"
+                self.features[ours] = FeatureSpec(obs[k].dtype, scalar_shape(shape[1:]))
+            if ours in self._paths:
+                raise ConversionError(f"{where}: obs/{k} and {self._paths[ours][0][0]} both map to {ours!r}")
+            self._paths[ours] = ((f"obs/{k}", None),)
+        for ours, name in TOP.items():
+            if name in layout.top:
+                info = layout.top[name]
+                dtype = "bool" if ours == DONE else ("float64" if ours == OBS_SIM_STATE else info.dtype)
+                self.features[ours] = FeatureSpec(dtype, scalar_shape(info.shape[1:]))
+                self._paths[ours] = ((name, None),)
+        dropped = sorted(set(layout.top) - set(TOP.values()) - {"obs", "next_obs"})
+        if dropped:
+            self.notes.append(f"{self.path.name}: dropped per-demo datasets {dropped}")
+
+    def key_map(self) -> dict[str, tuple[str, int, int | None]]:
+        """h5 path inside a demo -> ``(feature, first column, end column or None for all)``."""
+        out: dict[str, tuple[str, int, int | None]] = {}
+        for ours, paths in self._paths.items():
+            start = 0
+            for path, width in paths:
+                out[path] = (ours, start, None if width is None or len(paths) == 1 else start + width)
+                start += width or 0
+        return out
 
     def episodes(self) -> Iterator[Episode]:
         data = self._file["data"]
@@ -202,7 +273,7 @@ class RobomimicSource(EpisodeSource):
             frames: dict[str, np.ndarray] = {}
             for ours, paths in self._paths.items():
                 parts = []
-                for path in paths:
+                for path, _ in paths:
                     if path not in demo:
                         raise ConversionError(f"{where}: missing {path!r}")
                     arr = np.asarray(demo[path][()])
@@ -210,7 +281,7 @@ class RobomimicSource(EpisodeSource):
                 spec = self.features[ours]
                 arr = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
                 frames[ours] = (
-                    to_uint8_images(arr, f"{where} {paths[0]}")
+                    to_uint8_images(arr, f"{where} {paths[0][0]}")
                     if is_visual(spec)
                     else arr.astype(spec.dtype, copy=False)
                 )
@@ -219,7 +290,33 @@ class RobomimicSource(EpisodeSource):
                 raise ConversionError(
                     f"{where}: num_samples is {int(n)} but actions has {len(frames[ACTION])} rows"
                 )
-            yield Episode(frames, task)
+            yield Episode(frames, task, self._demo_meta(demo, name))
+
+    def _demo_meta(self, demo: Any, name: str) -> dict[str, Any]:
+        from robolearn.data.convert.robomimic_h5 import attr_value
+
+        attrs = {k: attr_value(v) for k, v in demo.attrs.items() if k != "num_samples"}
+        meta: dict[str, Any] = {"demo": name, "attrs": {k: v for k, v in attrs.items() if _jsonable(v)}}
+        final: dict[str, list] = {}
+        for ours, paths in self._paths.items():
+            if is_visual(self.features[ours]):
+                continue
+            for path, _ in paths:
+                key = path[len("obs/") :] if path.startswith("obs/") else None
+                if key is None or f"next_obs/{key}" not in demo:
+                    continue
+                obs, nxt = np.asarray(demo[path][()]), np.asarray(demo[f"next_obs/{key}"][()])
+                if next_obs_is_shift(obs, nxt):
+                    final[key] = nxt[-1].tolist()
+                elif not self._noted_shift:
+                    self._noted_shift = True
+                    self.notes.append(
+                        f"{self.path.name} {name}: next_obs/{key} is not obs shifted by one step; "
+                        "it is dropped (an export rebuilds next_obs as the shift)"
+                    )
+        if final:
+            meta["final_next_obs"] = final
+        return meta
 
     def close(self) -> None:
         if self._file is not None:
@@ -227,65 +324,14 @@ class RobomimicSource(EpisodeSource):
             self._file = None
 
 
-def write_robomimic(source: EpisodeSource, out: Path, episodes: Iterator[Episode] | None = None) -> int:
-    """Write ``source`` as a robomimic HDF5 file at ``out``; returns the number of frames written.
+def _as_list(paths: Any) -> list:
+    return [paths] if isinstance(paths, str) else list(paths)
 
-    Cameras are gzip-compressed uint8 (T, H, W, 3) chunked per frame; ``env_args`` is the source's
-    when it came from robomimic, else ``{"env_name": robot_type, "type": 2, "env_kwargs": {}}``.
-    """
-    import h5py
 
-    keys = {k: feature_to_h5(k) for k in source.features}
-    if len(set(keys.values())) != len(keys):
-        raise ConversionError(f"{out}: feature keys collide after renaming for robomimic: {keys}")
-    env_args = getattr(source, "env_args", None) or {
-        "env_name": source.robot_type or "unknown",
-        "type": 2,
-        "env_kwargs": {},
-    }
-    tasks: list[str] = []
-    episode_tasks: list[int] = []
-    total = 0
-    with h5py.File(out, "w") as f:
-        data = f.create_group("data")
-        for i, ep in enumerate(episodes if episodes is not None else source.episodes()):
-            check_episode(ep, source.features, f"{source.path} episode {i}")
-            demo = data.create_group(f"demo_{i}")
-            n = len(ep)
-            for key, path in keys.items():
-                arr = np.asarray(ep.frames[key])
-                if is_visual(source.features[key]):
-                    demo.create_dataset(
-                        path, data=arr, chunks=(1, *arr.shape[1:]), compression="gzip", compression_opts=4
-                    )
-                else:
-                    arr = arr.astype(source.features[key].dtype, copy=False)
-                    if path in ("rewards", "dones") and arr.ndim == 2 and arr.shape[1] == 1:
-                        arr = arr[:, 0]  # robomimic keeps these (T,)
-                    demo.create_dataset(path, data=arr)
-            if "rewards" not in demo:
-                demo.create_dataset("rewards", data=np.zeros(n, dtype=np.float32))
-            if "dones" not in demo:
-                dones = np.zeros(n, dtype=np.int64)
-                dones[-1] = 1
-                demo.create_dataset("dones", data=dones)
-            demo.attrs["num_samples"] = n
-            total += n
-            if ep.task not in tasks:
-                tasks.append(ep.task)
-            episode_tasks.append(tasks.index(ep.task))
-        if not episode_tasks:
-            raise ConversionError(f"{source.path}: no episodes to write")
-        data.attrs["total"] = total
-        data.attrs["env_args"] = json.dumps(env_args)
-        data.attrs[ATTR] = json.dumps(
-            {
-                "fps": source.fps,
-                "robot_type": source.robot_type,
-                "keys": {k: p for k, p in keys.items()},
-                "features": {k: s.to_json() for k, s in source.features.items()},
-                "tasks": tasks,
-                "episode_tasks": episode_tasks,
-            }
-        )
-    return total
+def write_robomimic(
+    source: EpisodeSource, out, episodes: Iterator[Episode] | None = None, **kwargs: Any
+) -> int:
+    """Write ``source`` as a robomimic HDF5 file (see :func:`.robomimic_export.write_robomimic`)."""
+    from robolearn.data.convert.robomimic_export import write_robomimic as write
+
+    return write(source, out, episodes, **kwargs)
