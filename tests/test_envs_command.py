@@ -54,13 +54,17 @@ def test_json_has_features_with_element_names(listing):
     }  # fmt: skip
     for name, info in data.items():
         assert info["not_installed"] is None, name  # the dev venv has every extra
-        assert info["features"]["observation.state"]["shape"] == [22]
+        state_dim = 8 if name.startswith("libero-") else 22  # LIBERO's own state: ee pos, axis-angle, fingers
+        assert info["features"]["observation.state"]["shape"] == [state_dim]
         assert info["instruction"] and info["control_hz"] > 0 and info["max_episode_steps"] > 0
     stack = data["robosuite-stack"]
     assert stack["features"]["observation.environment_state"]["names"] == list(
         ROBOSUITE_ENV_STATE_NAMES["Stack"]
     )
     assert stack["robot_type"] == "panda" and stack["expert"] is None and stack["max_episode_steps"] == 400
+    libero = data["libero-object-3"]
+    assert (libero["control_hz"], libero["robot_type"], libero["max_episode_steps"]) == (20, "panda", 280)
+    assert libero["instruction"] == "pick up the bbq sauce and place it in the basket"
     reach = data["metaworld-reach"]
     assert reach["features"]["observation.environment_state"]["names"] == list(METAWORLD_ENV_STATE_NAMES)
     assert reach["features"]["action"]["names"] == ["dx", "dy", "dz", "gripper"]

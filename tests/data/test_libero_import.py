@@ -240,3 +240,18 @@ VLA_SMALL = {
     "horizon": 8,
     "n_action_steps": 4,
 }
+
+
+def test_inspect_says_what_the_libero_conversion_keeps(tmp_path, capsys):
+    from robolearn.cli import main
+
+    path = tmp_path / "libero_demo.hdf5"
+    libero_hdf5(path, lengths=(3,))
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "LIBERO" in out and BDDL_TEXT in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert lines["ee_pos"].endswith("-> observation.state[0:3]")
+    assert lines["gripper_states"].endswith("-> observation.state[6:8]")
+    assert lines["eye_in_hand_rgb"].endswith("-> observation.images.wrist")
+    assert "dropped" in lines["robot_states"]

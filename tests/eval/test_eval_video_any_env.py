@@ -66,7 +66,11 @@ def _buildable(name: str) -> bool:
     return True
 
 
-@pytest.mark.parametrize("env_name", ENVS.names())
+# LIBERO's 40 tasks share one adapter and each scene takes seconds to build: task 0 of each suite.
+FILMED = [n for n in ENVS.names() if not n.startswith("libero-") or n.endswith("-0")]
+
+
+@pytest.mark.parametrize("env_name", FILMED)
 def test_every_env_films_without_a_camera_in_the_observation(env_name):
     if not _buildable(env_name):
         pytest.skip(f"{env_name}: its extra is not installed")
