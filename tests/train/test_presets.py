@@ -14,7 +14,10 @@ from robolearn.envs import env_config, make_env
 from robolearn.envs.recording import env_features
 from robolearn.train.trainer import build_policy
 
-PRESETS = sorted((Path(__file__).resolve().parents[2] / "policies").glob("*.yaml"))
+RL_RECIPES = ("reinflow_", "dppo_")
+"""Fine-tuning recipes (``robolearn.rl.config.FinetuneConfig``; tests/rl/test_recipes.py loads them)."""
+PRESETS = sorted(p for p in (Path(__file__).resolve().parents[2] / "policies").glob("*.yaml")
+                 if not p.stem.startswith(RL_RECIPES))  # fmt: skip
 
 
 def _stats(features) -> dict[str, dict[str, np.ndarray]]:

@@ -1,0 +1,131 @@
+"""PPO over denoising chains, one update for ReinFlow and DPPO alike, and the V(s) critic.
+
+The chain policy (:class:`~robolearn.rl.reinflow.ReinFlowPolicy` or
+:class:`~robolearn.rl.dppo.DPPODiffusion`) gives J log-probabilities per sample (ReinFlow: J = 1,
+the whole chain; DPPO: one per fine-tuned denoising step), a clip per ratio and an advantage weight
+per ratio. The clipped surrogate is averaged over samples and ratios:
+
+    L = mean_{b,j} max(−A_b·w_j·r_bj, −A_b·w_j·clip(r_bj, 1 − ε_j, 1 + ε_j)),   r = exp(log π − log π_old)
+
+plus ``vf_coef``·½(V(s) − R)², minus ``ent_coef``·entropy, plus ``reg_coef``·regularizer.
+Advantages are normalized per minibatch.
+
+Shapes: M samples in the buffer (T·N chunk-steps), J ratios per sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from robolearn.policies.common.layers import mlp
+from robolearn.rl.config import PPOConfig
+
+
+class ValueCritic(nn.Module):
+    """V(s): an MLP over the policy's (detached) observation features (B, F) -> (B,)."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...] = (256, 256)):
+        super().__init__()
+        self.net = mlp(in_dim, hidden, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features).squeeze(-1)
+
+
+@dataclass
+class Batch:
+    """An iteration's PPO data, flattened over (T, N): every tensor has M rows."""
+
+    obs: dict[str, torch.Tensor]
+    """Observation windows (M, To, ...), as the policy takes them."""
+    chain: torch.Tensor
+    """(M, K+1, H, Da) normalized chains."""
+    logp: torch.Tensor
+    """(M, J) log-probabilities at sampling time."""
+    advantages: torch.Tensor
+    """(M,)"""
+    returns: torch.Tensor
+    """(M,) value targets."""
+
+    def rows(self, idx: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor,
+                                               torch.Tensor]:  # fmt: skip
+        """The minibatch at ``idx``: obs, chain, logp, advantages, returns."""
+        obs = {k: v[idx] for k, v in self.obs.items()}
+        return obs, self.chain[idx], self.logp[idx], self.advantages[idx], self.returns[idx]
+
+
+def ppo_update(
+    agent: nn.Module,
+    critic: ValueCritic,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    cfg: PPOConfig,
+    rng: np.random.Generator,
+    train_actor: bool = True,
+    on_minibatch: Callable[[dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """``cfg.update_epochs`` epochs of minibatch PPO on ``batch``; returns mean metrics and
+    ``ratio_first`` (max |r − 1| on the first minibatch, before any parameter moved: 0 up to float
+    rounding when sampling and log-probability agree). ``train_actor=False`` trains the critic only
+    (critic warm-up)."""
+    m = batch.chain.shape[0]
+    clips = agent.clip_coefs(cfg.clip)[None]
+    weights = agent.advantage_weights()[None]
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    sums: dict[str, float] = {}
+    count, first, stop = 0, None, False
+    for _ in range(cfg.update_epochs):
+        perm = torch.from_numpy(rng.permutation(m))
+        for start in range(0, m, cfg.minibatch_size):
+            idx = perm[start : start + cfg.minibatch_size]
+            obs, chain, old_logp, adv, ret = batch.rows(idx)
+            logp, entropy, reg = agent.evaluate(obs, chain)
+            log_ratio = logp - old_logp
+            ratio = log_ratio.exp()
+            if len(idx) > 1:
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            a = adv[:, None] * weights
+            pg = torch.max(-a * ratio, -a * torch.clamp(ratio, 1 - clips, 1 + clips)).mean()
+            value = critic(agent.features(obs))
+            v_loss = 0.5 * (value - ret).pow(2).mean()
+            loss = cfg.vf_coef * v_loss
+            if train_actor:
+                loss = loss + pg - cfg.ent_coef * entropy.mean() + cfg.reg_coef * reg
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
+            optimizer.step()
+            with torch.no_grad():
+                approx_kl = float(((ratio - 1) - log_ratio).mean())
+                row = {
+                    "pg_loss": pg.item(), "v_loss": v_loss.item(), "entropy": entropy.mean().item(),
+                    "reg": reg.item(), "approx_kl": approx_kl,
+                    "clipfrac": float(((ratio - 1).abs() > clips).float().mean()),
+                    "ratio_mean": float(ratio.mean()),
+                    "grad_norm": float(grad_norm) if grad_norm is not None else 0.0,
+                }  # fmt: skip
+                if first is None:
+                    first = float((ratio - 1).abs().max())
+            for k, v in row.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            if on_minibatch is not None:
+                on_minibatch(row)
+            if cfg.target_kl > 0 and approx_kl > cfg.target_kl:
+                stop = True
+                break
+        if stop:
+            break
+    out: dict[str, Any] = {k: v / max(count, 1) for k, v in sums.items()}
+    out["ratio_first"] = first if first is not None else 0.0
+    out["minibatches"] = count
+    return out
+
+
+__all__ = ["Batch", "ValueCritic", "ppo_update"]

@@ -1,0 +1,127 @@
+"""ReinFlow's Markov chain: exact log-probability, one time grid, the PPO ratio at the start, σ bounds,
+and a fine-tuned checkpoint that is a plain flow checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from toy_tasks import tiny_flow_policy
+
+from robolearn.policies import load_policy
+from robolearn.policies.flow.model import FlowPolicy
+from robolearn.rl.config import PPOConfig
+from robolearn.rl.ppo import Batch, ValueCritic, ppo_update
+from robolearn.rl.reinflow import ReinFlowPolicy
+
+
+def _obs(b: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"observation.state": torch.rand(b, 1, 2, generator=g) * 2 - 1}
+
+
+def _independent_log_prob(agent: ReinFlowPolicy, obs, chain: torch.Tensor) -> torch.Tensor:
+    """The chain's log-density, step by step, with a diagonal MultivariateNormal per transition."""
+    pol, k = agent.policy, agent.num_steps
+    cond = pol.encode_obs(obs)
+    total = torch.zeros(chain.shape[0], dtype=torch.float64)
+    for i in range(k):
+        t = torch.full((chain.shape[0],), i / k)
+        mean = chain[:, i] + pol.velocity(chain[:, i], t, cond) / k
+        std = agent.noise(cond, t)
+        dist = torch.distributions.MultivariateNormal(mean.flatten(1).double(),
+                                                      torch.diag_embed(std.flatten(1).double() ** 2))  # fmt: skip
+        total += dist.log_prob(chain[:, i + 1].flatten(1).double())
+    return total / (k * chain[0, 0].numel())
+
+
+@pytest.mark.parametrize("denoiser", ["mlp", "unet"])
+def test_log_prob_matches_an_independent_computation(denoiser):
+    torch.manual_seed(0)
+    agent = ReinFlowPolicy(tiny_flow_policy(num_steps=4, denoiser=denoiser), sigma_min=0.05, sigma_max=0.2)
+    obs = _obs()
+    actions, chain, logp = agent.sample(obs)
+    assert chain.shape == (6, 5, 2, 1) and logp.shape == (6, 1)
+    with torch.no_grad():
+        ref = _independent_log_prob(agent, obs, chain)
+        again, entropy, _ = agent.evaluate(obs, chain)
+    np.testing.assert_allclose(logp[:, 0].double(), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(again[:, 0].double(), ref, rtol=1e-5, atol=1e-5)
+    # The executed chunk is the policy's clipped last iterate, in raw units.
+    pol = agent.policy
+    torch.testing.assert_close(actions, pol.normalizer.unnormalize("action", pol._clip(chain[:, -1])))
+    # Gaussian entropy per dimension: log σ + ½ log 2πe, between its values at the bounds.
+    lo, hi = np.log(0.05) + 0.5 * np.log(2 * np.pi * np.e), np.log(0.2) + 0.5 * np.log(2 * np.pi * np.e)
+    assert ((entropy >= lo - 1e-5) & (entropy <= hi + 1e-5)).all()
+
+
+def test_ratio_is_one_before_the_first_update_with_several_steps():
+    torch.manual_seed(1)
+    agent = ReinFlowPolicy(tiny_flow_policy(num_steps=4), sigma_min=0.05, sigma_max=0.15)
+    obs = _obs(32, seed=3)
+    _, chain, logp = agent.sample(obs)
+    critic = ValueCritic(2, (16,))
+    opt = torch.optim.Adam([*agent.parameters(), *critic.parameters()], lr=1e-3)
+    batch = Batch(obs, chain, logp, torch.randn(32), torch.randn(32))
+    cfg = PPOConfig(update_epochs=2, minibatch_size=8)
+    out = ppo_update(agent, critic, opt, batch, cfg, np.random.default_rng(0))
+    assert out["ratio_first"] < 1e-6
+    # The same row recomputed alone gives the same log-probability bit for bit (MLP denoiser).
+    fresh = ReinFlowPolicy(tiny_flow_policy(num_steps=4), sigma_min=0.05, sigma_max=0.15)
+    _, chain2, logp2 = fresh.sample(obs)
+    with torch.no_grad():
+        assert torch.equal(fresh.evaluate(obs, chain2)[0], logp2)
+
+
+def test_a_second_time_grid_breaks_the_ratio():
+    """What the one-grid rule prevents: evaluating the chain on the K-point grid linspace(0, 1, K)
+    (the reference code's log-prob grid) instead of the sampling grid k/K moves the ratio off 1."""
+    torch.manual_seed(2)
+    agent = ReinFlowPolicy(tiny_flow_policy(num_steps=4), sigma_min=0.05, sigma_max=0.15)
+    obs = _obs(16)
+    _, chain, logp = agent.sample(obs)
+    pol = agent.policy
+    wrong = torch.linspace(0, 1, agent.num_steps)
+    pol.time_grid = lambda k: torch.cat([wrong, torch.ones(1)])  # instance attribute shadows the method
+    with torch.no_grad():
+        moved = agent.evaluate(obs, chain)[0]
+    assert (moved - logp).abs().max() > 1e-3
+
+
+def test_noise_is_bounded_and_follows_the_schedule():
+    agent = ReinFlowPolicy(tiny_flow_policy(), sigma_min=0.05, sigma_max=0.2)
+    with torch.no_grad():
+        for p in agent.noise.parameters():
+            p.normal_(0, 10.0)  # extreme logits
+        cond = torch.randn(64, 1, 2) * 10
+        t = torch.rand(64)
+        sigma = agent.noise(cond, t)
+        assert sigma.min() >= 0.05 and sigma.max() <= 0.2
+        agent.set_sigma_max(0.08)
+        assert agent.noise(cond, t).max() <= 0.08
+
+
+def test_fine_tuned_checkpoint_is_a_plain_flow_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    agent = ReinFlowPolicy(tiny_flow_policy(), regularizer="w2")
+    agent.save_policy(tmp_path / "ck")
+    loaded = load_policy(tmp_path / "ck")
+    assert type(loaded) is FlowPolicy
+    assert set(loaded.state_dict()) == set(tiny_flow_policy().state_dict())  # no noise-net weights
+    obs, noise = _obs(4), torch.randn(4, 2, 1)
+    torch.testing.assert_close(loaded.predict_action_chunk(obs, noise=noise),
+                               agent.policy.eval().predict_action_chunk(obs, noise=noise))  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["w2", "bc"])
+def test_regularizer_is_zero_at_the_pretrained_policy_and_grows_away(kind):
+    torch.manual_seed(0)
+    agent = ReinFlowPolicy(tiny_flow_policy(), regularizer=kind)
+    obs = _obs(8)
+    _, chain, _ = agent.sample(obs)
+    assert float(agent.evaluate(obs, chain)[2].detach()) == pytest.approx(0.0, abs=1e-10)
+    with torch.no_grad():
+        for p in agent.policy.denoiser.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    reg = agent.evaluate(obs, chain)[2]
+    assert float(reg.detach()) > 1e-4 and reg.requires_grad

@@ -1,0 +1,94 @@
+"""Rollout envs: chunked steps with observation windows, same-step autoreset, and the process backend
+returning what the in-process one does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from toy_tasks import NAME, ToyConfig
+
+from robolearn.rl.vector import make_rollout_envs, step_success
+
+
+def test_chunked_env_windows_rewards_and_episode_end():
+    envs = make_rollout_envs(NAME, ToyConfig(max_episode_steps=3), 2, backend="sync", obs_steps=2,
+                             action_steps=2)  # fmt: skip
+    obs, _ = envs.reset(seed=[0, 1])
+    state = obs["observation.state"]
+    assert state.shape == (2, 2, 2) and np.array_equal(state[:, 0], state[:, 1])  # first frame repeated
+    assert list(obs["task"]) == ["reach the goal"] * 2
+    x0 = state[:, -1, 0]
+    obs, reward, term, trunc, info = envs.step(np.full((2, 2, 1), 0.5, np.float32))
+    np.testing.assert_allclose(obs["observation.state"][:, -1, 0], x0 + 0.4, atol=1e-6)
+    np.testing.assert_allclose(obs["observation.state"][:, 0, 0], x0 + 0.2, atol=1e-6)
+    assert list(info["env_steps"]) == [2, 2]
+    # The 3-step cap ends the episode inside the second chunk: one step of it runs, then a reset.
+    obs, reward, term, trunc, info = envs.step(np.zeros((2, 2, 1), np.float32))
+    assert trunc.all() and list(info["final_info"]["env_steps"]) == [1, 1]
+    final = info["final_obs"][0]["observation.state"]
+    assert final.shape == (2, 2) and not np.array_equal(final, obs["observation.state"][0])
+    assert step_success(info, trunc | term).shape == (2,)
+    envs.close()
+
+
+def test_success_ends_the_episode_with_reward_and_flag():
+    envs = make_rollout_envs(NAME, ToyConfig(max_episode_steps=20), 1, backend="sync", action_steps=2)
+    obs, _ = envs.reset(seed=[5])
+    done = False
+    for _ in range(20):
+        x, goal = obs["observation.state"][0, -1]
+        a = np.clip((goal - x) / 0.4, -1, 1)
+        obs, reward, term, trunc, info = envs.step(np.full((1, 2, 1), a, np.float32))
+        if term[0] or trunc[0]:
+            done = True
+            break
+    assert done and term[0] and reward[0] == 1.0
+    assert info["final_info"]["episode_success"][0] and step_success(info, term | trunc)[0]
+    envs.close()
+
+
+def test_process_backend_matches_in_process():
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (6, 2, 2, 1)).astype(np.float32)
+    results = []
+    for backend in ("sync", "process"):
+        envs = make_rollout_envs(NAME, ToyConfig(max_episode_steps=4), 2, backend=backend, action_steps=2)
+        obs, _ = envs.reset(seed=[3, 4])
+        trace = [obs["observation.state"].copy()]
+        for a in actions:
+            obs, reward, term, trunc, _ = envs.step(a)
+            trace += [obs["observation.state"].copy(), reward.copy(), term.copy(), trunc.copy()]
+        envs.close()
+        results.append(trace)
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_backend_and_count():
+    with pytest.raises(ValueError, match="backend"):
+        make_rollout_envs(NAME, ToyConfig(), 2, backend="threads")
+    with pytest.raises(ValueError, match="num_envs"):
+        make_rollout_envs(NAME, ToyConfig(), 0)
+
+
+def test_hold_mode_runs_to_the_cap_and_pays_every_held_step():
+    from toy_tasks import tiny_flow_policy
+
+    from robolearn.rl.config import FinetuneConfig
+    from robolearn.rl.runner import rollout_env_config
+
+    cfg = rollout_env_config(
+        tiny_flow_policy(), NAME, FinetuneConfig(terminate_on_success=False, max_episode_steps=10)
+    )
+    assert cfg.terminate_on_success is False and cfg.reward_type == "sparse" and cfg.max_episode_steps == 10
+    envs = make_rollout_envs(NAME, cfg, 1, backend="sync", action_steps=2)
+    obs, _ = envs.reset(seed=[5])
+    total = 0.0
+    for _ in range(5):
+        x, goal = obs["observation.state"][0, -1]
+        a = np.clip((goal - x) / 0.4, -1, 1)
+        obs, reward, term, trunc, info = envs.step(np.array([[[a], [0.0]]], np.float32))
+        total += float(reward[0])
+    assert trunc[0] and not term[0]  # the cap ended it, not the success
+    assert info["final_info"]["is_success"][0] and total > 2  # reward on each step the goal held
+    envs.close()
