@@ -17,6 +17,10 @@ Figures, each with its peer measured in the same run:
   process with an injected server-side sleep of 0, 100 and 300 ms per request, a trained
   franka-lift state flow checkpoint (``--checkpoint``; default ``/work/measure/run_flow`` when it
   exists): success and time to first success for synchronous chunking, async latest-only, and RTC.
+- **bridges** (``bench/deploy_bridges.py``): per backend (ZeroMQ, Zenoh, ROS 1) JointState at 100 Hz
+  and a 224x224 image at 30 Hz over loopback, p50/p99 (goal ROS 1 JointState p99 <= 2 ms); the
+  twin's watchdog hold after the last command (goal <= 2 control periods); 10,000 fuzzed policy
+  outputs through the twin's safety layer (goal 0 limit violations).
 - **soak** (only with ``--soak-minutes M``): ``robolearn serve`` in a subprocess, one client at
   30 Hz for M minutes; the server's RSS growth after warm-up (goal < 10%) and the latency spread.
 
@@ -397,6 +401,9 @@ def run(
             ckpt, episodes=episodes or (1 if quick else 10),
             delays_ms=delays_ms or ((0.0, 300.0) if quick else (0.0, 100.0, 300.0)), quick=quick,
         )  # fmt: skip
+    from robolearn.commands.bench import load_bench as _load
+
+    report["bridges"] = _load("deploy_bridges").run_bridges(quick=quick)  # bench/deploy_bridges.py
     if soak_minutes > 0:
         report["soak"] = bench_soak(ckpt, soak_minutes) if ckpt else None
         if ckpt is None:
@@ -452,6 +459,10 @@ def _print(r: dict) -> None:
         from robolearn.commands.bench import load_bench
 
         load_bench("deploy_modes").print_modes(r["modes"])
+    if r.get("bridges"):
+        from robolearn.commands.bench import load_bench
+
+        load_bench("deploy_bridges").print_bridges(r["bridges"])
     if r.get("soak"):
         s = r["soak"]
         print(f"  soak {s['minutes']:.1f} min at {s['hz']:.0f} Hz: {s['requests']} requests, {s['error_replies']} errors, "

@@ -10,6 +10,13 @@ the robot holds, then stops, within 2 control periods, and the run goes on once 
 ``--record DIR`` writes every episode run (failed ones too) into a new LeRobot v3.0 dataset labelled
 with the env, its config and each episode's seed. Ctrl-C stops the robot, keeps the episodes
 already recorded and exits with status 130.
+
+``--robot ros1|zenoh|zmq`` drives the robot behind that bridge instead (``robolearn sim-robot``, or a
+cell's ``robolearn franka-driver``; :class:`robolearn.deploy.bridge_robot.BridgeRobot`): the task,
+the cameras and the hold steps are the robot side's, its episode counts give the success figures,
+and recorded frames also hold ``action.joint_target``, what its safety layer let through.
+``--teleop keyboard`` drives a bridged robot from the keyboard instead of a policy
+(:mod:`robolearn.deploy.teleop_run`), recording the episodes saved with Enter.
 """
 
 from __future__ import annotations
@@ -23,12 +30,21 @@ from typing import Any
 
 from robolearn.errors import UserError
 
-ROBOTS = ("sim",)
+ROBOTS = ("sim", "ros1", "zenoh", "zmq")
+BRIDGED = ("ros1", "zenoh", "zmq")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", required=True, metavar="URL", help="policy server, e.g. ws://127.0.0.1:8000")
-    p.add_argument("--robot", choices=ROBOTS, default="sim", help="which robot to drive (default sim)")
+    p.add_argument("--server", metavar="URL", help="policy server, e.g. ws://127.0.0.1:8000")
+    p.add_argument("--teleop", choices=("keyboard",),
+                   help="drive a bridged robot from the keyboard instead of a policy (keys as in collect "
+                        "--teleop; with --record: the episodes saved with Enter)")  # fmt: skip
+    p.add_argument("--robot", choices=ROBOTS, default="sim",
+                   help="sim: the embedded env in this process; ros1|zenoh|zmq: the robot behind that bridge "
+                        "(robolearn sim-robot, or a cell's driver) (default sim)")  # fmt: skip
+    p.add_argument("--bridge-host", default="127.0.0.1", help="bridged robot: its host / the rosmaster's")
+    p.add_argument("--bridge-port", type=int, help="bridged robot: its port (zmq 5555, zenoh 7447, ros1 11311)")
+    p.add_argument("--cell", type=Path, help="bridged robot: cell config (default deploy/cells/franka-sim.yaml)")
     p.add_argument(
         "--task", default="franka-lift", help="registered env the sim robot runs (default franka-lift)"
     )
@@ -77,7 +93,14 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, found {getattr(args, name)}")
     if not 0 <= args.rt_priority <= 99:
         raise UserError(f"--rt-priority must be in [0, 99], found {args.rt_priority}")
-    if not args.server.startswith(("ws://", "wss://")):
+    if args.teleop is not None:
+        if args.robot not in BRIDGED:
+            raise UserError("--teleop drives a bridged robot (--robot ros1|zenoh|zmq); for the sim use collect --teleop")
+        if args.server is not None:
+            raise UserError("--teleop and --server exclude each other: choose who drives the arm")
+    elif args.server is None:
+        raise UserError("--server is required (or --teleop keyboard with a bridged --robot)")
+    elif not args.server.startswith(("ws://", "wss://")):
         raise UserError(f"--server must be a ws:// or wss:// URL, found {args.server!r}")
     if args.record is not None and args.record.exists() and any(args.record.iterdir()):
         raise UserError(f"--record {args.record}: exists and is not empty; choose a new folder")
@@ -121,9 +144,30 @@ def _sim_robot(args: argparse.Namespace, meta: dict[str, Any], keymap, rate: flo
         raise UserError(str(exc)) from None
 
 
+def _bridge_robot(args: argparse.Namespace):
+    """The robot behind the bridge ``--robot`` (torch-free, mujoco-free)."""
+    from robolearn.commands.sim_robot import DEFAULT_PORTS
+    from robolearn.config import ConfigError
+    from robolearn.deploy.bridge_robot import BridgeRobot
+    from robolearn.deploy.cell import load_cell
+
+    try:
+        cell = load_cell(args.cell)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    port = args.bridge_port or (cell.bridge.port if cell.bridge.backend == args.robot else DEFAULT_PORTS[args.robot])
+    return BridgeRobot(args.robot, host=args.bridge_host, port=port, namespace=cell.bridge.namespace,
+                       record=args.record is not None, timeout=args.connect_timeout)  # fmt: skip
+
+
 def _open_writer(path: Path, robot) -> Any:
     from robolearn.config import to_dict
     from robolearn.data.writer import LeRobotWriter
+
+    info = getattr(robot, "info", None)
+    if info is not None:  # a bridged robot: what it described itself as
+        return LeRobotWriter(path, fps=int(round(robot.control_hz)), features=robot.features,
+                             robot_type=info.get("robot_type"), env=info["task"], env_config=info.get("env_config"))  # fmt: skip
     from robolearn.envs.catalog import robot_type
     from robolearn.envs.recording import env_features
 
@@ -141,10 +185,13 @@ def run(args: argparse.Namespace) -> int:
     from robolearn.progress import progress
 
     _check_args(args)
-    from robolearn.envs import ENVS
+    if args.robot == "sim":
+        from robolearn.envs import ENVS
 
-    if args.task not in ENVS:  # before any network wait
-        raise UserError(f"--task: unknown env {args.task!r}; registered: {', '.join(ENVS.names())}")
+        if args.task not in ENVS:  # before any network wait
+            raise UserError(f"--task: unknown env {args.task!r}; registered: {', '.join(ENVS.names())}")
+    if args.teleop is not None:
+        return _teleop(args)
     keymap = _keymap(args.site)
     client = PolicyClient(args.server, api_key=args.api_key, connect_timeout=args.connect_timeout)
     writer = None
@@ -160,7 +207,14 @@ def run(args: argparse.Namespace) -> int:
                 f"robolearn run: warning: the policy runs at {fps:g} Hz, --rate is {args.rate:g}",
                 file=sys.stderr,
             )
-        robot = _sim_robot(args, meta, keymap, rate)
+        robot = _bridge_robot(args) if args.robot in BRIDGED else _sim_robot(args, meta, keymap, rate)
+        if args.robot in BRIDGED:
+            from robolearn.deploy.robot import RobotError
+
+            try:
+                robot.connect()
+            except RobotError as exc:
+                raise UserError(f"--robot {args.robot}: {exc}") from None
         first = EVAL_SEED_BASE if args.seed is None else args.seed
         with robot:
             try:
@@ -171,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(str(exc)) from None
             if args.record is not None:
                 writer = _open_writer(args.record, robot)
+            if args.robot in BRIDGED:
+                args.task, args.hold_steps = robot.info["task"], int(robot.info["hold_steps"])
             reports = []
             bar = progress(total=args.episodes, desc=f"run {args.task}", unit="ep")
             try:
@@ -198,6 +254,43 @@ def run(args: argparse.Namespace) -> int:
         tmp.write_text(json.dumps(summary, indent=2))
         os.replace(tmp, args.json)
     _print(summary)
+    return 0
+
+
+def _teleop(args: argparse.Namespace) -> int:
+    """Keyboard teleop of the bridged robot, recording the saved episodes with ``--record``."""
+    from robolearn.deploy.robot import RobotError
+    from robolearn.deploy.teleop_run import teleop_episodes
+    from robolearn.envs.teleop import print_help, stream_keys
+
+    robot = _bridge_robot(args)
+    writer, saved = None, 0
+    try:
+        try:
+            robot.connect()
+        except RobotError as exc:
+            raise UserError(f"--robot {args.robot}: {exc}") from None
+        if args.record is not None:
+            writer = _open_writer(args.record, robot)
+        print_help()
+        keys = stream_keys(sys.stdin, tick=1.0 / robot.control_hz)
+        first = 0 if args.seed is None else args.seed
+        for episode in teleop_episodes(robot, keys, first):
+            if writer is not None:
+                for frame in episode.frames:
+                    writer.add_frame(frame, task=episode.task)
+                writer.save_episode(seed=episode.seed)
+            saved += 1
+            print(f"episode seed {episode.seed} saved ({len(episode.frames)} frames, "
+                  f"success={episode.success})", file=sys.stderr)  # fmt: skip
+            if saved >= args.episodes:
+                break
+    finally:
+        if writer is not None:
+            writer.finalize()
+        robot.disconnect()
+    print(f"teleop {robot.info.get('task', '')} via {args.robot}: {saved} episodes kept"
+          f"{f' in {args.record}' if args.record else ''}")  # fmt: skip
     return 0
 
 
