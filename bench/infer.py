@@ -32,6 +32,9 @@ both git versions), so the CPU kernels compare. Recipe (about 5 GB, mostly CUDA 
         safetensors "packaging<26" termcolor "deepdiff<9" jsonlines "datasets<5" pandas pyarrow \\
         "av<16" accelerate imageio "pyserial<4"
 
+The VLA cases (tiny, offline real-weights and 60M recipes, and the flow / token head cost ratio)
+come from ``bench/infer_vla.py`` and are printed after these.
+
 Run: ``robolearn bench infer [--json OUT]``, ``python bench/infer.py [--json OUT] [--quick]`` or
 ``run(json_out=...)``.
 """
@@ -351,9 +354,21 @@ def run(json_out: str | Path | None = None, quick: bool = False) -> dict[str, An
     results["lerobot"] = _lerobot_case(ours, rounds, peer_reps)
     _ratios(results)
     _print(results)
+    vla = _vla_bench()
+    results["vla"] = vla.run_vla(quick)
+    vla.print_vla(results["vla"])
     if json_out is not None:
         Path(json_out).write_text(json.dumps(results, indent=2))
     return results
+
+
+def _vla_bench():
+    """``bench/infer_vla.py``, imported by path (``bench/`` is a folder of scripts)."""
+    path = Path(__file__).with_name("infer_vla.py")
+    spec = importlib.util.spec_from_file_location("robolearn_bench_infer_vla", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _ratios(results: dict[str, Any]) -> None:

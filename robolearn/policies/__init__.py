@@ -1,4 +1,4 @@
-"""Policies: flow matching, diffusion, an MLP baseline.
+"""Policies: flow matching, diffusion, an MLP baseline, vision-language-action (VLA).
 
 Importing this package registers the light config classes in :data:`robolearn.registry.POLICIES`;
 torch, ``diffusers`` and ``transformers`` load only when a policy is built::
@@ -21,6 +21,9 @@ Conventions decided here:
 - Adaptive step count (``FlowConfig.adaptive_steps``, AdaFlow-style): a head predicts the
   flow-matching error at t = 0, i.e. the action variance given the observation; samples under
   the threshold take one Euler step, the others K.
+- VLAs (``vla``) take the instruction from ``obs["task"]`` (a string or one per sample) and keep
+  their tokenizer in the checkpoint (``tokenizer.json``, via ``checkpoint_files``); a trainer calls
+  ``fit_instructions(tasks)`` on a policy that has it before training.
 - Checkpoints: ``save_pretrained(folder)`` / ``load_policy(folder)``; ``checkpoint_input_features``
   reads the expected features without torch, to check an env or dataset first; ``checkpoint_env``
   the env the training data came from (the default env of ``eval``).
@@ -40,6 +43,7 @@ from robolearn.policies.common.features import FeatureMismatchError, check_featu
 from robolearn.policies.diffusion.config import DiffusionConfig
 from robolearn.policies.flow.config import FlowConfig
 from robolearn.policies.mlp.config import MLPConfig
+from robolearn.policies.vla.config import VLAConfig
 from robolearn.registry import POLICIES
 
 POLICIES.register(
@@ -59,6 +63,13 @@ POLICIES.register(
     MLPConfig,
     "robolearn.policies.mlp.model:build",
     description="MLP behaviour-cloning baseline: observation features to action chunk, MSE",
+)
+
+POLICIES.register(
+    "vla",
+    VLAConfig,
+    "robolearn.policies.vla.model:build",
+    description="vision-language-action: image/instruction/state prefix; flow expert, parallel L1 or token head",
 )
 
 _LAZY = {
@@ -90,6 +101,7 @@ __all__ = [
     "ObsEncoderConfig",
     "Policy",
     "PolicyConfig",
+    "VLAConfig",
     "check_features",
     "checkpoint_env",
     "checkpoint_envs",

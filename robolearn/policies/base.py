@@ -74,10 +74,14 @@ class Policy(nn.Module, ABC):
         modes[ACTION] = config.action_norm
         self.normalizer = Normalizer(all_features, modes, stats)
         self.stats = clean_stats(stats, list(all_features))
-        self.obs_encoder = ObsEncoder(config.obs_encoder, config.input_features, load_pretrained)
+        self.obs_encoder = self._build_obs_encoder(load_pretrained)
         self._feature_items = [(k, torch.Size(v), is_image_key(k)) for k, v in config.input_features.items()]
         self._action_queue: deque[torch.Tensor] = deque()
         self._feature_history: deque[torch.Tensor | None] = deque()
+
+    def _build_obs_encoder(self, load_pretrained: bool) -> ObsEncoder:
+        """The per-step observation encoder (VLAs keep only the state part: cameras go to their tower)."""
+        return ObsEncoder(self.config.obs_encoder, self.config.input_features, load_pretrained)
 
     # ----------------------------------------------------------------------------- description
     @property
@@ -239,7 +243,15 @@ class Policy(nn.Module, ABC):
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write ``config.json``, ``model.safetensors`` and ``norm_stats.json`` into ``folder``
         (atomically: written under a temporary name, then renamed)."""
-        return write_checkpoint(folder, self.name, to_dict(self.config), self.state_dict(), self.stats)
+        return write_checkpoint(folder, self.name, to_dict(self.config), self.state_dict(), self.stats,
+                                extra_files=self.checkpoint_files())  # fmt: skip
+
+    def checkpoint_files(self) -> dict[str, bytes]:
+        """More files for the checkpoint folder, name -> content (a VLA's tokenizer); none by default."""
+        return {}
+
+    def load_checkpoint_files(self, folder: Path) -> None:
+        """Read back what :meth:`checkpoint_files` wrote (called by :func:`load_policy`)."""
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> Policy:
@@ -278,4 +290,5 @@ def load_policy(folder: str | Path, device: str | torch.device = "cpu") -> Polic
             f"{folder}: cannot rebuild the policy from config.json and norm_stats.json: {exc}"
         ) from None
     load_weights(policy, folder)
+    policy.load_checkpoint_files(folder)
     return policy.to(device).eval()

@@ -43,9 +43,10 @@ def write_checkpoint(
     config: Mapping[str, Any],
     state_dict: Mapping[str, torch.Tensor],
     stats: Mapping[str, Mapping[str, np.ndarray]],
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
-    """Write the three files into a temporary sibling folder, then rename it to ``folder``
-    (replacing an existing checkpoint folder)."""
+    """Write the three files (and ``extra_files``, name -> bytes, e.g. a VLA's tokenizer) into a
+    temporary sibling folder, then rename it to ``folder`` (replacing an existing checkpoint folder)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -65,6 +66,8 @@ def write_checkpoint(
         # clone: safetensors refuses tensors that share storage.
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        for name, data in (extra_files or {}).items():
+            (tmp / name).write_bytes(data)
         if folder.exists():
             old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
             folder.rename(old)

@@ -122,7 +122,8 @@ class _EtaAnnouncer:
         if self._t_skip is None or step >= self.total:
             return step >= self.total
         timed = done - self.skip
-        if timed < self.measure and now - self._t0 < self.max_wait:
+        # timed <= 0: steps so slow that max_wait passed before one was timed
+        if timed <= 0 or (timed < self.measure and now - self._t0 < self.max_wait):
             return False
         rate = timed / max(now - self._t_skip, 1e-9)
         left = (self.total - step) / rate
@@ -182,6 +183,9 @@ class Trainer:
         stats = combined_stats(data.roots, data.train_episodes)
         # Build (and so check) the policy against the dataset's features before any data work.
         self.policy = build_policy(cfg, data.features, stats, source)
+        fit_instructions = getattr(self.policy, "fit_instructions", None)
+        if fit_instructions is not None:  # a VLA builds its word-level tokenizer from the instructions
+            fit_instructions(data.tasks)
         self.policy.check_features(
             {k: s.shape for k, s in data.features.items()}, source=f"dataset {', '.join(map(str, roots))}"
         )
@@ -300,7 +304,8 @@ class Trainer:
         log.close()
         final = self.run_dir / "checkpoints" / str(step)
         if acc.is_main_process:
-            for name in CHECKPOINT_FILES:
+            # the three checkpoint files and any a policy adds (a VLA's tokenizer.json)
+            for name in sorted({*CHECKPOINT_FILES, *(p.name for p in final.iterdir() if p.is_file())}):
                 tmp = self.run_dir / f".{name}.tmp"
                 shutil.copyfile(final / name, tmp)
                 os.replace(tmp, self.run_dir / name)

