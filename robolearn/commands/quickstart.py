@@ -5,6 +5,10 @@
 3. evaluate it closed-loop on unseen seeds;
 4. write ``report/index.html`` with the training curve, success rate and latency plots and a
    rollout video.
+
+``--stages all`` adds the RL rows before the report: an under-trained policy fine-tuned with ReinFlow
+("fine-tuned") and steered by an IQL critic ("steered"), success before and after
+(:mod:`robolearn.commands.quickstart_rl`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import time
 from pathlib import Path
 
+from robolearn.commands import quickstart_rl
 from robolearn.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="work folder (dataset, run)")
     p.add_argument("--report", type=Path, default=Path("report"), help="report folder (index.html)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    p.add_argument("--stages", choices=("il", "all"), default="il",
+                   help="il: the imitation job; all: also the fine-tuned and steered RL rows")  # fmt: skip
+    quickstart_rl.add_arguments(p)
 
 
 def _stage(name: str) -> float:
@@ -52,8 +60,12 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     dataset, run_dir, report_dir = args.out / "dataset", args.out / "run", args.report
     timings: dict[str, float] = {}
+    rl_stages = args.stages == "all"
+    if rl_stages:
+        quickstart_rl.check_args(args)
+    n = 4 + (len(quickstart_rl.STAGES) if rl_stages else 0)
 
-    t = _stage(f"1/4 collect {args.episodes} scripted demos on {args.env}")
+    t = _stage(f"1/{n} collect {args.episodes} scripted demos on {args.env}")
     have = LeRobotReader(dataset).num_episodes if (dataset / "meta" / "info.json").exists() else 0
     if have < args.episodes:
         # An interrupted collection resumes after the largest seed the dataset records.
@@ -65,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"reusing {have} episodes in {dataset}")
     timings["collect"] = time.perf_counter() - t
 
-    t = _stage("2/4 train a flow policy")
+    t = _stage(f"2/{n} train a flow policy")
     torch.set_num_threads(args.threads)
     overrides = [f"steps={args.train_steps}"] if args.train_steps else []
     cfg = load_train_config(args.preset, overrides, None)
@@ -77,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"trained {summary.steps} steps, final loss {summary.final_loss:.4f}")
     timings["train"] = time.perf_counter() - t
 
-    t = _stage(f"3/4 evaluate on {args.eval_episodes} unseen seeds")
+    t = _stage(f"3/{n} evaluate on {args.eval_episodes} unseen seeds")
     torch.set_num_threads(1)
     policy = load_policy(run_dir)
     videos = report_dir / "videos"
@@ -91,7 +103,12 @@ def run(args: argparse.Namespace) -> int:
     (args.out / "eval.json").write_text(json.dumps(result.to_json(), indent=2))
     timings["eval"] = time.perf_counter() - t
 
-    t = _stage("4/4 write the report")
+    rl = None
+    if rl_stages:
+        number = iter(range(4, n))
+        rl = quickstart_rl.run_stages(args, dataset, lambda name: _stage(f"{next(number)}/{n} {name}"))
+
+    t = _stage(f"{n}/{n} write the report")
     rows = read_metrics(run_dir)
     curve = rep.plot_training_curve(rows, report_dir / "training_curve.png")
     succ = rep.plot_eval_success(
@@ -102,12 +119,13 @@ def run(args: argparse.Namespace) -> int:
     )
     timings["report"] = time.perf_counter() - t
     total = time.perf_counter() - start
+    total_key = "time: total" if rl is None else "time: total (imitation and RL stages)"
     sections = [
         rep.Section("Imitation: flow policy on " + args.env, f"{args.episodes} scripted demos, {cfg.steps} training steps.",
                     table={**rep.success_table(result),
                            "mean return": f"{result.mean_return:.2f}",
                            "latency p50 / p99": f"{result.latency_ms['p50']:.2f} / {result.latency_ms['p99']:.2f} ms",
-                           **{f"time: {k}": f"{v:.0f} s" for k, v in timings.items()}, "time: total": f"{total:.0f} s"}),
+                           **{f"time: {k}": f"{v:.0f} s" for k, v in timings.items()}, total_key: f"{total:.0f} s"}),
         rep.Section("Training curve", images=[curve.name]),
         rep.Section("Success rate", f"First success: success reached on some step. Held: success still true on "
                     f"the last step of an episode that runs {result.hold_steps} steps past its first success.",
@@ -115,9 +133,13 @@ def run(args: argparse.Namespace) -> int:
         rep.Section("Latency", images=[lat.name]),
         rep.Section("Rollout", videos=[str(Path(v).relative_to(report_dir)) for v in result.videos]),
     ]  # fmt: skip
+    if rl is not None:
+        sections[1:1] = quickstart_rl.sections(rl, report_dir)
     index = rep.write_report(report_dir, "robolearn quickstart", sections)
     print(
         f"\nquickstart done in {total / 60:.1f} min: success {100 * result.success_rate:.1f}% first, "
         f"{100 * result.held_success_rate:.1f}% held — report: {index.resolve()}"
     )
+    if rl is not None:
+        print("\n".join(quickstart_rl.summary_lines(rl.data)))
     return 0

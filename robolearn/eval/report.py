@@ -28,6 +28,8 @@ class Section:
     videos: list[str] = field(default_factory=list)
     """File names (MP4) inside the report folder."""
     table: dict[str, str] = field(default_factory=dict)
+    grid: list[list[str]] = field(default_factory=list)
+    """A table with columns: the first row is the header."""
 
 
 def plot_training_curve(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -118,13 +120,19 @@ def write_report(folder: str | Path, title: str, sections: list[Section]) -> Pat
         f"<title>{html.escape(title)}</title>",
         "<style>body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}"
         "img,video{max-width:100%;border:1px solid #ddd;margin:.5em 0}table{border-collapse:collapse}"
-        "td{padding:.2em .8em;border-bottom:1px solid #eee}h2{margin-top:1.6em}</style></head><body>",
+        "td,th{padding:.2em .8em;border-bottom:1px solid #eee;text-align:left}h2{margin-top:1.6em}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
     for s in sections:
         parts.append(f"<section><h2>{html.escape(s.title)}</h2>")
         if s.text:
             parts.append(f"<p>{html.escape(s.text)}</p>")
+        if s.grid:
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in s.grid[0])
+            body = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in s.grid[1:]
+            )
+            parts.append(f"<table class='grid'><tr>{head}</tr>{body}</table>")
         if s.table:
             rows = "".join(
                 f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in s.table.items()
