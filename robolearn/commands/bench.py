@@ -18,9 +18,11 @@ BENCHMARKS = {
     "sim": "env steps/s (state, 1 and 2 cameras) vs the raw physics limit and robosuite Lift",
     "data": "loader samples/s (1 process, 2 workers) vs lerobot and the raw PyAV floor; peak memory",
     "infer": "policy latency per chunk, p50/p99, one thread (flow-1 state, flow-4 and DDIM-10 image) "
-    "vs lerobot's diffusion policy",
+    "vs lerobot's diffusion policy; VLA tiny, offline real-weights and 60M, flow vs token head",
     "deploy": "policy-server round trip vs a raw websocket, 100 Hz loop jitter, sync/async/RTC under "
-    "injected delays on the real-time sim (--checkpoint), soak (--soak-minutes)",
+    "injected delays on the real-time sim (--checkpoint), soak (--soak-minutes); bridges (zmq, zenoh, ROS 1) "
+    "JointState/image latency, the twin's watchdog and 10,000 fuzzed outputs",
+    "rl": "fine-tuning rollout env steps/s vs the raw env rate, PPO update time, ReinFlow vs DPPO per iteration",
 }
 
 
@@ -30,6 +32,7 @@ QUICK: dict[str, dict] = {
     "data": {"episodes": 4, "seconds": 0.5, "memory_frames": 20_000, "memory_seconds": 0.5},
     "infer": {"quick": True},
     "deploy": {"quick": True},
+    "rl": {"quick": True},
 }
 
 
@@ -75,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         kwargs["tasks"] = tuple(t for t in args.tasks.split(",") if t)
     elif args.name == "infer":
         kwargs.pop("seconds", None)
+    elif args.name == "rl":
+        kwargs["task"] = args.tasks.split(",")[0]
     elif args.name == "deploy":
         kwargs.update(checkpoint=args.checkpoint, episodes=args.episodes, soak_minutes=args.soak_minutes)
     module.run(json_out=str(args.json) if args.json else None, **kwargs)

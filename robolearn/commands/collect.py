@@ -77,7 +77,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0.0,
         metavar="SIGMA",
         help="DART: execute expert actions plus N(0, SIGMA^2) (gripper excluded) but record the clean "
-        "expert action, so demos show recoveries from drift (default 0; the push and stack recipes use 0.2)",
+        "expert action as 'action' (the executed one as 'action.executed'), so demos show recoveries "
+        "from drift (default 0; the push and stack recipes use 0.2)",
     )
     p.add_argument(
         "--post-success-steps",
@@ -89,6 +90,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "saved, only if success still holds at its last frame (default 25; eval holds 20)",
     )
     p.add_argument("--keep-failed", action="store_true", help="also save episodes the expert failed")
+    p.add_argument("--record-sim-state", action="store_true",
+                   help="also record observation.sim_state, the MuJoCo full physics state of every frame "
+                        "(float64; the robomimic export's 'states'); MuJoCo envs, one env per run")  # fmt: skip
     p.add_argument(
         "--teleop",
         choices=["keyboard"],
@@ -155,11 +159,13 @@ def _policy(env, config, env_name: str, spec: str | None):
 _WORKER: dict = {}
 
 
-def _worker_init(env_name: str, config, action_noise: float, spec: str | None, post_success: int) -> None:
+def _worker_init(
+    env_name: str, config, action_noise: float, spec: str | None, post_success: int, sim_state: bool = False
+) -> None:
     """Build one worker's env and expert (in a process of :func:`robolearn.envs.workers.ordered_episodes`)."""
     from robolearn.envs import make_env
 
-    env = make_env(env_name, config)
+    env = _with_sim_state(make_env(env_name, config), sim_state)
     _WORKER.update(
         env=env,
         expert=_policy(env, config, env_name, spec),
@@ -188,7 +194,7 @@ def _expert_stream(env, args: argparse.Namespace, config, first_seed: int) -> It
         return
     from robolearn.envs.workers import ordered_episodes
 
-    init = (args.env, config, args.expert_noise, args.expert, args.post_success_steps)
+    init = (args.env, config, args.expert_noise, args.expert, args.post_success_steps, args.record_sim_state)
     yield from ordered_episodes(_worker_init, init, _worker_episode, first_seed, args.workers)
 
 
@@ -309,6 +315,8 @@ def run(args: argparse.Namespace) -> int:
         names = SUITES.expand(args.env)
     except KeyError as exc:
         raise UserError(str(exc).strip("'\"")) from None
+    if names != (args.env,) and args.record_sim_state:
+        raise UserError(f"--record-sim-state records one env per run; {args.env!r} names {len(names)}")
     if names != (args.env,):
         from robolearn.commands.collect_suite import run_many
 
@@ -321,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
             load_factory(args.expert)
         except ExpertSpecError as exc:
             raise UserError(str(exc)) from None
-    env = make_env(args.env, config)
+    env = _with_sim_state(make_env(args.env, config), args.record_sim_state)
     try:
         fps = float((env.metadata or {}).get("render_fps") or getattr(config, "control_hz", 0) or 0)
         if fps <= 0:
@@ -335,7 +343,7 @@ def run(args: argparse.Namespace) -> int:
             )
         if not args.teleop:
             _check_policy(env, config, args)
-        writer = _open_dataset(args, config, env_features(env), fps)
+        writer = _open_dataset(args, config, env_features(env, executed_action=args.expert_noise > 0), fps)
         taken = writer.seeds or {}
         first = _first_seed(args, taken)
         if args.teleop:
@@ -361,6 +369,19 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _with_sim_state(env, record: bool):
+    """``env``, wrapped to add ``observation.sim_state`` when ``record`` (UserError if it is no MuJoCo env)."""
+    if not record:
+        return env
+    from robolearn.envs.sim_state import SimStateObservation
+
+    try:
+        return SimStateObservation(env)
+    except ValueError as exc:
+        env.close()
+        raise UserError(f"--record-sim-state: {exc}") from None
 
 
 def _check_policy(env, config, args: argparse.Namespace) -> None:

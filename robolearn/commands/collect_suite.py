@@ -34,7 +34,7 @@ def _probe(name: str, sub: argparse.Namespace, config: Any) -> tuple[dict, float
         if fps <= 0:
             raise UserError(f"{name}: the env reports no control rate (metadata['render_fps'])")
         collect._check_policy(env, config, sub)
-        return env_features(env), fps
+        return env_features(env, executed_action=sub.expert_noise > 0), fps
     finally:
         env.close()
 

@@ -7,6 +7,9 @@ Two figures, each with a 95% Wilson interval: *first success* (success reached o
 ``--env`` may name a suite (``franka-language``) or several envs (``franka-lift,franka-push``), and a
 checkpoint trained on several envs evaluates on all of them by default: ``--episodes`` each, then
 both figures per task, per instruction template and on average (:mod:`robolearn.eval.suite`).
+
+``--ray auto|ADDRESS`` runs the env copies on Ray actors (:mod:`robolearn.rl.ray_envs`) with the
+policy still in this process; the episodes and figures are the same as without it.
 """
 
 from __future__ import annotations
@@ -50,6 +53,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temporal-ensemble", type=float, metavar="M",
                    help="query every step and average overlapping chunks with weights exp(-M*i)")  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--ray", metavar="auto|ADDRESS",
+                   help="run the env copies on Ray actors (extra ray): auto joins the running cluster or "
+                        "starts a local one; ADDRESS joins that cluster. The policy stays in this process")  # fmt: skip
+    p.add_argument("--seed", type=int, metavar="N",
+                   help="first episode seed (default 1000000, disjoint from demos); record critic data on "
+                        "another range, so the seeds a steered policy is evaluated on stay unseen")  # fmt: skip
+    p.add_argument("--record", type=Path, metavar="DIR",
+                   help="write the rollouts as a LeRobot v3.0 dataset (executed action, next.reward, "
+                        "next.success per frame): data for robolearn train-critic")  # fmt: skip
+    p.add_argument("--critic", type=Path, metavar="C",
+                   help="steer the policy with this critic (V-GPS: best of --samples chunks per step)")  # fmt: skip
+    p.add_argument(
+        "--samples", type=int, metavar="K", help="chunks sampled per step with --critic (default 10)"
+    )
+    p.add_argument("--temperature", type=float, metavar="T",
+                   help="with --critic: sample softmax(Q/T) instead of the argmax")  # fmt: skip
 
 
 def resolve_envs(checkpoint: Path, env: str | None) -> tuple[str, ...]:
@@ -73,6 +92,15 @@ def resolve_envs(checkpoint: Path, env: str | None) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ray:
+        from robolearn.rl.ray_envs import ray_session
+
+        with ray_session(args.ray):
+            return _run(args)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     from robolearn.config import ConfigError
@@ -88,17 +116,26 @@ def run(args: argparse.Namespace) -> int:
         policy = load_policy(args.checkpoint)
     except (CheckpointError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
+    if args.critic is not None:
+        from robolearn.commands.steer import steered
+
+        policy = steered(policy, args.critic, 10 if args.samples is None else args.samples, args.temperature)
+    elif args.samples is not None or args.temperature is not None:
+        raise UserError("--samples and --temperature steer with a critic: pass --critic C")
     envs = resolve_envs(args.checkpoint, args.env)
     cams = tuple(c for c in args.cameras.split(",") if c) if args.cameras else None
     if len(envs) > 1 or (args.env and envs != (args.env,)):
+        if args.record is not None:
+            raise UserError(f"--record: records one env, found {', '.join(envs)}")
         return _run_suite(args, policy, envs, cams)
     env = envs[0]
+    seed = {} if args.seed is None else {"seed_base": args.seed}
     try:
         cfg = policy_env_config(policy, env, overrides=args.overrides, cameras=cams)
         result = evaluate(
             policy, env, cfg, episodes=args.episodes, num_envs=args.num_envs, video_dir=args.video,
             video_episodes=args.video_episodes if args.video else 0, temporal_ensemble=args.temporal_ensemble,
-            hold_steps=args.hold_steps,
+            hold_steps=args.hold_steps, record_dir=args.record, **seed, ray_address=args.ray,
         )  # fmt: skip
     except (ConfigError, KeyError, ValueError, FeatureMismatchError) as exc:
         raise UserError(str(exc).strip("'\"")) from None
@@ -138,7 +175,7 @@ def _run_suite(args: argparse.Namespace, policy, envs: tuple[str, ...], cams) ->
         result = evaluate_suite(
             policy, envs, args.episodes, overrides=args.overrides, cameras=cams, num_envs=args.num_envs,
             hold_steps=args.hold_steps, video_dir=args.video, video_episodes=args.video_episodes,
-            temporal_ensemble=args.temporal_ensemble,
+            temporal_ensemble=args.temporal_ensemble, ray_address=args.ray,
         )  # fmt: skip
     except (ConfigError, KeyError, ValueError, FeatureMismatchError) as exc:
         raise UserError(str(exc).strip(QUOTES)) from None

@@ -33,6 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--device", default="cpu", help="torch device for the policy (default cpu)")
     p.add_argument("--quiet", action="store_true", help="do not log connections")
+    p.add_argument("--critic", type=Path, metavar="C",
+                   help="steer the policy with this critic (V-GPS; RTC requests then are not offered)")  # fmt: skip
+    p.add_argument(
+        "--samples", type=int, metavar="K", help="chunks sampled per request with --critic (default 10)"
+    )
 
 
 def _fps(checkpoint: Path, site_fps: float | None) -> float | None:
@@ -79,6 +84,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     except RuntimeError as exc:  # e.g. a device torch does not have
         raise UserError(f"--device {args.device}: {exc}") from None
+    if args.critic is not None:
+        from robolearn.commands.steer import steered
+
+        policy = steered(policy, args.critic, 10 if args.samples is None else args.samples)
+    elif args.samples is not None:
+        raise UserError("--samples steers with a critic: pass --critic C")
     server = PolicyServer(
         policy,
         KeyMap(site.keys),

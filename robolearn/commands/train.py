@@ -14,7 +14,7 @@ from robolearn.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--policy", help="registered policy: flow, diffusion, mlp (overrides the preset's)")
+    p.add_argument("--policy", help="registered policy: flow, diffusion, mlp, vla (overrides the preset's)")
     p.add_argument("--dataset", required=True, type=Path, action="append",
                    help="LeRobot v3.0 dataset folder; repeat it to train on several with identical features "
                         "(each split into train/val on its own, stats combined, instructions merged)")  # fmt: skip

@@ -69,7 +69,8 @@ def record_episodes(
     - ``post_success_steps`` frames are recorded past the first success (default
       ``robolearn.envs.recording.POST_SUCCESS_STEPS``) when the env's config has
       ``terminate_on_success``; ``action_noise`` is DART noise on the executed actions (the
-      dataset keeps the policy's clean label), see :func:`robolearn.envs.recording.rollout`.
+      dataset keeps the policy's clean label as ``action`` and the executed action as
+      ``action.executed``), see :func:`robolearn.envs.recording.rollout`.
     - ``env_name`` (default: the env's registry name when it was made by ``robolearn.make_env``)
       and its config go into ``info.json``; ``fps`` defaults to ``env.metadata["render_fps"]`` or
       the config's ``control_hz``.
@@ -83,7 +84,7 @@ def record_episodes(
     out = Path(out)
     config = getattr(env.unwrapped, "config", None)
     env_name = env_name or getattr(env.unwrapped, "registry_name", None)
-    features = env_features(env)
+    features = env_features(env, executed_action=action_noise > 0)
     rate = fps or (env.metadata or {}).get("render_fps") or getattr(config, "control_hz", None)
     if not rate:
         raise ValueError("the env reports no control rate: pass fps= (or set metadata['render_fps'])")

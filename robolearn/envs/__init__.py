@@ -3,8 +3,9 @@
 Registered here (light: config classes and import paths only): the embedded tasks
 ``franka-reach``, ``franka-lift``, ``franka-push``, ``franka-stack``, ``franka-pick-place``, their
 two-distractor variants ``franka-{lift,push,pick-place,stack}-d2`` (the suite ``franka-language``), and the
-optional adapters ``robosuite-*``, ``metaworld-*`` and ``gym-hil-*`` (their packages import only
-when built).
+optional adapters ``robosuite-*``, ``metaworld-*``, ``gym-hil-*`` and LIBERO's ``libero-<suite>-<id>`` with
+the suites ``libero-spatial``, ``libero-object``, ``libero-goal``, ``libero-10`` (their packages import
+only when built).
 """
 
 from __future__ import annotations
@@ -67,6 +68,16 @@ for _name, _task in {"pick-cube": "PandaPickCube", "arrange-boxes": "PandaArrang
         {"task": _task},
         f"gym-hil {_task}, Panda + Robotiq 2F-85, mocap ee_delta, 10 Hz",
     )
+
+# LIBERO's four suites (extra libero): every task as libero-<suite>-<id>, and each suite by its name.
+from robolearn.envs.adapters.libero import LIBERO_SUITES, LiberoConfig, registered_tasks, suite_env_prefix  # noqa: E402
+
+for _name, _defaults, _desc in registered_tasks():
+    ENVS.register(_name, LiberoConfig, "robolearn.envs.adapters.libero_env:build", _defaults, _desc)
+for _suite, _tasks in LIBERO_SUITES.items():
+    SUITES.register(suite_env_prefix(_suite), [f"{suite_env_prefix(_suite)}-{i}" for i in range(len(_tasks))],
+                    f"LIBERO {suite_env_prefix(_suite)[len('libero-'):]}: {len(_tasks)} tasks, 50 stored "
+                    "initial states each (seeds 0-49)")  # fmt: skip
 
 
 def env_config(

@@ -16,11 +16,12 @@ from robolearn import types
 from robolearn.types import FeatureSpec
 
 
-def env_features(env) -> dict[str, FeatureSpec]:
+def env_features(env, executed_action: bool = False) -> dict[str, FeatureSpec]:
     """Dataset features (LeRobot ``info.json`` style) for what ``env`` observes and accepts.
 
     Vector features carry their element names where the env's config declares them (see
-    :mod:`robolearn.envs.catalog`).
+    :mod:`robolearn.envs.catalog`). ``executed_action``: also ``action.executed``, the action the
+    env executed when it differs from the recorded label (DART noise, :func:`rollout`).
     """
     from robolearn.envs.catalog import feature_names
 
@@ -31,9 +32,15 @@ def env_features(env) -> dict[str, FeatureSpec]:
             continue
         if types.is_image_key(key):
             feats[key] = FeatureSpec("video", tuple(space.shape))
+        elif key == types.OBS_SIM_STATE:  # float64: a float32 state would not replay the sim exactly
+            feats[key] = FeatureSpec("float64", tuple(space.shape))
         else:
             feats[key] = FeatureSpec("float32", tuple(space.shape), names.get(key))
     feats[types.ACTION] = FeatureSpec("float32", tuple(env.action_space.shape), names.get(types.ACTION))
+    if executed_action:
+        feats[types.ACTION_EXECUTED] = FeatureSpec(
+            "float32", tuple(env.action_space.shape), names.get(types.ACTION)
+        )
     feats[types.REWARD] = FeatureSpec("float32", (1,))
     feats[types.DONE] = FeatureSpec("bool", (1,))
     feats[types.SUCCESS] = FeatureSpec("bool", (1,))
@@ -64,10 +71,14 @@ class Episode:
 
 
 def frame_from(
-    obs: dict, action: np.ndarray, reward: float, done: bool, success: bool
+    obs: dict, action: np.ndarray, reward: float, done: bool, success: bool, executed: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
+    """One dataset frame: ``obs`` at t, the ``action`` label, what followed; ``executed``: the action
+    the env executed where it differs from the label (stored as ``action.executed``)."""
     frame = {k: np.asarray(v) for k, v in obs.items() if k != types.TASK}
     frame[types.ACTION] = np.asarray(action, dtype=np.float32)
+    if executed is not None:
+        frame[types.ACTION_EXECUTED] = np.asarray(executed, dtype=np.float32)
     frame[types.REWARD] = np.array([reward], dtype=np.float32)
     frame[types.DONE] = np.array([done])
     frame[types.SUCCESS] = np.array([success])
@@ -112,9 +123,10 @@ def rollout(
 
     ``action_noise=σ`` injects DART-style noise (Laskey et al., 2017): the env executes the action
     plus N(0, σ²) on every dimension but the last (the gripper), clipped to the action space, while
-    the frame records the policy's clean action. A closed-loop expert then labels the states a
-    learner drifts into with the correction back, which is what imitation needs to recover. The
-    noise is drawn from a generator seeded by ``seed``, so a noisy episode is reproducible.
+    the frame records the policy's clean action as ``action`` and the executed one as
+    ``action.executed`` (what an offline RL critic learns from; see ``env_features(executed_action=)``).
+    A closed-loop expert then labels the states a learner drifts into with the correction back,
+    which is what imitation needs to recover. The noise is drawn from a generator seeded by ``seed``, so a noisy episode is reproducible.
     """
     if post_success_steps is not None and post_success_steps < 0:
         raise ValueError(f"post_success_steps must be >= 0 or None, found {post_success_steps}")
@@ -140,7 +152,9 @@ def rollout(
             done = terminated or truncated
             if post_success_steps is not None and episode.first_success is not None:
                 done = done or t - episode.first_success >= post_success_steps
-            episode.frames.append(frame_from(obs, action, reward, done, success))
+            episode.frames.append(
+                frame_from(obs, action, reward, done, success, executed if rng is not None else None)
+            )
             obs = next_obs
             if done:
                 episode.success = success

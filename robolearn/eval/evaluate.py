@@ -16,6 +16,11 @@ termination), whichever comes first:
 An episode's ``length`` counts every step taken, the hold steps included, and ``ret`` sums the
 reward of all of them. ``hold_steps=0`` is the old protocol: the episode stops at its first
 success, so held equals first success and length and return end there.
+
+``record_dir`` writes every rollout as a LeRobot v3.0 dataset (``eval --record``), in the order
+episodes finish, each with its seed: per frame the observation, the executed ``action``,
+``next.reward``, ``next.done`` and ``next.success`` (the data a critic trains on, see
+:mod:`robolearn.rl.critic_train`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import numpy as np
 import torch
 
 from robolearn import types
+from robolearn.envs.recording import frame_from
 from robolearn.eval import EVAL_SEED_BASE
 from robolearn.eval.metrics import latency_summary, wilson_interval
 from robolearn.eval.video import write_mp4
@@ -134,10 +140,15 @@ class _EnvSlot:
         self.ret = 0.0
         self.frames: list[np.ndarray] | None = None
         self.task = ""
+        self.obs: dict = {}
+        self.steps: list[dict] | None = None
 
     def start(self, seed: int, keys: list[str], record: bool) -> None:
         obs, _ = self.env.reset(seed=seed)
         self.seed, self.t, self.first, self.ret, self.task = seed, 0, None, 0.0, str(obs[types.TASK])
+        self.obs = obs
+        if self.steps is not None:
+            self.steps = []
         self.queue.clear()
         self.ensemble.clear()
         frame = _frame_tensors(obs, keys)
@@ -145,6 +156,7 @@ class _EnvSlot:
         self.frames = [self.env.render()] if record else None
 
     def push(self, obs: dict, keys: list[str]) -> None:
+        self.obs = obs
         for k, v in _frame_tensors(obs, keys).items():
             self.history[k].append(v)
 
@@ -164,6 +176,8 @@ def evaluate(
     temporal_ensemble: float | None = None,
     progress: bool = True,
     hold_steps: int = 20,
+    record_dir: str | Path | None = None,
+    ray_address: str | None = None,
 ) -> EvalResult:
     """Roll ``policy`` out for ``episodes`` episodes; see :class:`EvalResult`.
 
@@ -172,7 +186,11 @@ def evaluate(
     success (module docstring). Videos (``video_dir``) work for any policy: the env renders its
     front view when the policy consumes no camera. ``temporal_ensemble=m`` queries the policy
     every step and averages the overlapping chunk predictions for the current step with weights
-    exp(-m·i), i = 0 for the oldest (ACT).
+    exp(-m·i), i = 0 for the oldest (ACT). ``record_dir``: write the rollouts there as a dataset (a
+    new or empty folder; module docstring).
+    ``ray_address`` (``auto`` or a cluster address) runs the env copies on Ray actors
+    (:class:`robolearn.rl.ray_envs.RayEnvPool`) and steps them all at once; the policy stays here and
+    the results equal the in-process ones. Ray stays up when it already was, else it is shut down.
     Raises :class:`robolearn.policies.FeatureMismatchError` before any rollout when the env's
     observation or action features do not match the policy's.
     """
@@ -185,17 +203,23 @@ def evaluate(
         raise ValueError(f"env {env_name}: {type(cfg).__name__} has no terminate_on_success field")
     # The episode's end is decided here (hold_steps past the first success), never by the env.
     cfg = dataclasses.replace(cfg, terminate_on_success=False)
+    if record_dir is not None:
+        _check_record_dir(record_dir)
     num_envs = max(1, min(num_envs, episodes))
     record = video_dir is not None and video_episodes > 0
     # render_mode only when filming: a user's env need not take the argument otherwise.
     render = {"render_mode": "rgb_array"} if record else {}
-    envs = [make_env(env_name, cfg, **render) for _ in range(num_envs)]
+    pool, owns_ray = _ray_pool(ray_address, env_name, cfg, num_envs, render) if ray_address else (None, False)
+    envs = pool.envs() if pool is not None else [make_env(env_name, cfg, **render) for _ in range(num_envs)]
     policy.check_features(env_feature_shapes(envs[0]), source=f"env {env_name}")
     policy.eval()
     keys = list(policy.input_features)
     n_obs, start, n_exec = policy.config.n_obs_steps, policy.config.exec_start, policy.config.n_action_steps
     fps = int(round(envs[0].metadata.get("render_fps") or getattr(cfg, "control_hz", 20)))
     slots = [_EnvSlot(env, n_obs) for env in envs]
+    writer = _record_writer(record_dir, envs[0], env_name, cfg, fps) if record_dir is not None else None
+    for slot in slots:
+        slot.steps = [] if writer is not None else None
     seeds = iter(range(seed_base, seed_base + episodes))
     results: list[EpisodeResult] = []
     videos: list[str] = []
@@ -210,7 +234,9 @@ def evaluate(
         while active:
             need = active if temporal_ensemble is not None else [s for s in active if not s.queue]
             if need:
-                batch = {k: torch.stack([s.window(k) for s in need]) for k in keys}
+                batch: dict[str, Any] = {k: torch.stack([s.window(k) for s in need]) for k in keys}
+                # the instruction, for language-conditioned policies (VLAs)
+                batch[types.TASK] = [s.task for s in need]
                 t0 = time.perf_counter()
                 chunks = policy.predict_action_chunk(batch).cpu().numpy()
                 latencies.append(time.perf_counter() - t0)
@@ -219,9 +245,18 @@ def evaluate(
                         s.queue.extend(chunk[start : start + n_exec])
                     else:
                         s.ensemble.append((s.t, chunk[start:]))
-            for s in list(active):
-                action = s.queue.popleft() if temporal_ensemble is None else _ensembled(s, temporal_ensemble)
-                obs, reward, terminated, truncated, info = s.env.step(action)
+            stepping = list(active)
+            actions = [s.queue.popleft() if temporal_ensemble is None else _ensembled(s, temporal_ensemble)
+                       for s in stepping]  # fmt: skip
+            # Every env steps before any is looked at, so Ray actors work at once; each env still
+            # sees the same calls in the same order as when stepped one by one.
+            if pool is not None:
+                outcomes = pool.step_each([s.env.index for s in stepping], actions)
+            else:
+                outcomes = [s.env.step(a) for s, a in zip(stepping, actions, strict=True)]
+            for s, action, outcome in zip(stepping, actions, outcomes, strict=True):
+                before = s.obs
+                obs, reward, terminated, truncated, info = outcome
                 s.t += 1
                 s.ret += float(reward)
                 s.push(obs, keys)
@@ -230,8 +265,15 @@ def evaluate(
                 held = bool(info["is_success"])
                 if held and s.first is None:
                     s.first = s.t
-                if not (terminated or truncated or (s.first is not None and s.t - s.first >= hold_steps)):
+                ended = terminated or truncated or (s.first is not None and s.t - s.first >= hold_steps)
+                if s.steps is not None:
+                    s.steps.append(frame_from(before, action, float(reward), ended, held))
+                if not ended:
                     continue
+                if writer is not None:
+                    for frame in s.steps:
+                        writer.add_frame(frame, task=s.task)
+                    writer.save_episode(seed=s.seed)
                 results.append(EpisodeResult(s.seed, s.first is not None, s.ret, s.t, s.task, s.first, held))
                 bar.update(1)
                 if s.frames is not None:
@@ -245,8 +287,16 @@ def evaluate(
                     active.remove(s)
     finally:
         bar.close()
+        if writer is not None:
+            writer.finalize()
         for env in envs:
             env.close()
+        if pool is not None:
+            pool.close()
+            if owns_ray:
+                import ray
+
+                ray.shutdown()
     wins, kept, n = sum(r.success for r in results), sum(r.held for r in results), len(results)
     return EvalResult(
         success_rate=wins / n,
@@ -261,6 +311,40 @@ def evaluate(
         videos=videos,
         policy_calls=len(latencies),
     )
+
+
+def _ray_pool(address: str, env_name: str, cfg: Any, num_envs: int, env_kwargs: dict[str, Any]):
+    """``num_envs`` env copies on Ray actors, and whether this call brought Ray up (extra ``ray``)."""
+    from robolearn.rl.ray_envs import RayEnvPool, init_ray
+
+    owns = init_ray(address)
+    try:
+        return RayEnvPool(env_name, cfg, num_envs, env_kwargs=env_kwargs), owns
+    except BaseException:
+        if owns:
+            import ray
+
+            ray.shutdown()
+        raise
+
+
+def _check_record_dir(root: str | Path) -> None:
+    root = Path(root)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise ValueError(f"--record {root}: exists and is not empty; record into a new folder")
+
+
+def _record_writer(root: str | Path, env, env_name: str, cfg: Any, fps: int):
+    """A writer on a new (or empty) dataset folder ``root`` for ``env``'s frames."""
+    from robolearn.config import to_dict
+    from robolearn.data.writer import LeRobotWriter
+    from robolearn.envs.catalog import robot_type
+    from robolearn.envs.recording import env_features
+
+    _check_record_dir(root)
+    env_config = to_dict(cfg) if dataclasses.is_dataclass(cfg) else None
+    return LeRobotWriter(root, fps=fps, features=env_features(env), robot_type=robot_type(cfg), env=env_name,
+                         env_config=env_config)  # fmt: skip
 
 
 def _ensembled(slot: _EnvSlot, m: float) -> np.ndarray:

@@ -137,10 +137,12 @@ def evaluate_suite(
     video_episodes: int = 2,
     temporal_ensemble: float | None = None,
     progress: bool = True,
+    ray_address: str | None = None,
 ) -> SuiteResult:
     """Evaluate ``policy`` for ``episodes`` episodes on each env in ``envs``; see the module docstring.
 
-    ``overrides`` and ``cameras`` apply to every env's config (:func:`policy_env_config`). Raises
+    ``overrides`` and ``cameras`` apply to every env's config (:func:`policy_env_config`);
+    ``ray_address`` runs each env's copies on Ray actors (:func:`evaluate`). Raises
     what :func:`evaluate` raises, before any rollout of the env concerned."""
     from robolearn.envs import make_env
     from robolearn.eval.evaluate import env_feature_shapes
@@ -163,7 +165,8 @@ def evaluate_suite(
     for env, cfg in configs.items():
         results[env] = evaluate(policy, env, cfg, episodes=episodes, num_envs=num_envs, hold_steps=hold_steps,
                                 video_dir=video_dir, video_episodes=video_episodes if video_dir else 0,
-                                temporal_ensemble=temporal_ensemble, progress=progress)  # fmt: skip
+                                temporal_ensemble=temporal_ensemble, progress=progress,
+                                ray_address=ray_address)  # fmt: skip
         example = results[env].per_episode[0].task if results[env].per_episode else env
         templates[env] = instruction_template(cfg, example)
     return summarize(list(results), results, templates, hold_steps)

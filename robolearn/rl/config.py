@@ -95,6 +95,9 @@ class PPOConfig:
     """Hidden sizes of the V(s) critic MLP."""
     critic_warmup_iterations: int = 0
     """Iterations at the start that train only the critic (the actor's gradients are dropped)."""
+    critic_epochs: int = 0
+    """Extra epochs per iteration that fit only V(s), after the PPO epochs. Critic steps are cheap (no
+    chain evaluation) and a sparse-reward baseline fitted with a few steps per iteration is mostly noise."""
 
 
 @dataclass

@@ -73,7 +73,8 @@ def ppo_update(
     """``cfg.update_epochs`` epochs of minibatch PPO on ``batch``; returns mean metrics and
     ``ratio_first`` (max |r − 1| on the first minibatch, before any parameter moved: 0 up to float
     rounding when sampling and log-probability agree). ``train_actor=False`` trains the critic only
-    (critic warm-up)."""
+    (critic warm-up). ``cfg.critic_epochs`` more epochs then fit V alone (``v_loss_fit``: their last
+    epoch's mean value loss)."""
     m = batch.chain.shape[0]
     clips = agent.clip_coefs(cfg.clip)[None]
     weights = agent.advantage_weights()[None]
@@ -123,9 +124,32 @@ def ppo_update(
         if stop:
             break
     out: dict[str, Any] = {k: v / max(count, 1) for k, v in sums.items()}
+    if cfg.critic_epochs > 0:
+        out["v_loss_fit"] = _fit_critic(agent, critic, optimizer, batch, cfg, rng)
     out["ratio_first"] = first if first is not None else 0.0
     out["minibatches"] = count
     return out
+
+
+def _fit_critic(agent, critic: ValueCritic, optimizer: torch.optim.Optimizer, batch: Batch, cfg: PPOConfig,
+                rng: np.random.Generator) -> float:  # fmt: skip
+    """``cfg.critic_epochs`` minibatch epochs of the value loss alone; returns the last epoch's mean."""
+    features = agent.features(batch.obs)
+    params = list(critic.parameters())
+    m, losses = features.shape[0], []
+    for _ in range(cfg.critic_epochs):
+        losses = []
+        perm = torch.from_numpy(rng.permutation(m))
+        for start in range(0, m, cfg.minibatch_size):
+            idx = perm[start : start + cfg.minibatch_size]
+            v_loss = 0.5 * (critic(features[idx]) - batch.returns[idx]).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            (cfg.vf_coef * v_loss).backward()
+            if cfg.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            losses.append(v_loss.item())
+    return float(np.mean(losses))
 
 
 __all__ = ["Batch", "ValueCritic", "ppo_update"]

@@ -85,8 +85,9 @@ class ReinFlowPolicy(nn.Module):
         self.num_steps = num_steps or policy.config.num_inference_steps
         cfg = policy.config
         cond_dim = cfg.n_obs_steps * policy.obs_encoder.out_dim
-        self.noise = NoiseNet(cond_dim, cfg.horizon, cfg.action_dim, tuple(noise_hidden), sigma_max,
-                              sigma_min, sigma_max)  # fmt: skip
+        # σ starts mid-range: at a bound the sigmoid saturates and the noise net would never learn.
+        self.noise = NoiseNet(cond_dim, cfg.horizon, cfg.action_dim, tuple(noise_hidden),
+                              0.5 * (sigma_min + sigma_max), sigma_min, sigma_max)  # fmt: skip
         self.regularizer = regularizer
         self.reference = None
         if regularizer != "none":

@@ -101,6 +101,22 @@ def test_noise_is_bounded_and_follows_the_schedule():
         assert agent.noise(cond, t).max() <= 0.08
 
 
+def test_noise_starts_mid_range_and_learns():
+    # At a bound the sigmoid saturates: σ would barely move under the gradient that should train it.
+    torch.manual_seed(0)
+    agent = ReinFlowPolicy(tiny_flow_policy(), sigma_min=0.05, sigma_max=0.15)
+    cond, t = torch.randn(32, 1, 2), torch.rand(32)
+    with torch.no_grad():
+        torch.testing.assert_close(agent.noise(cond, t), torch.full((32, 2, 1), 0.1))
+    opt = torch.optim.Adam(agent.noise.parameters(), lr=1e-2)
+    for _ in range(20):
+        opt.zero_grad()
+        (-agent.noise(cond, t).mean()).backward()
+        opt.step()
+    with torch.no_grad():
+        assert agent.noise(cond, t).mean() > 0.13
+
+
 def test_fine_tuned_checkpoint_is_a_plain_flow_checkpoint(tmp_path):
     torch.manual_seed(0)
     agent = ReinFlowPolicy(tiny_flow_policy(), regularizer="w2")
