@@ -15,7 +15,7 @@ from robolearn.envs.recording import env_features
 from robolearn.train.trainer import build_policy
 
 RL_RECIPES = ("reinflow_", "dppo_")
-"""Fine-tuning recipes (``robolearn.rl.config.FinetuneConfig``; tests/rl/test_recipes.py loads them)."""
+"""Fine-tuning recipes (``robolearn.rl.config.FinetuneConfig``; tests/rl/test_finetune_recipes.py loads them)."""
 PRESETS = sorted(p for p in (Path(__file__).resolve().parents[2] / "policies").glob("*.yaml")
                  if not p.stem.startswith(RL_RECIPES))  # fmt: skip
 
