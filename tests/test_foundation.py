@@ -36,6 +36,10 @@ def test_config_types_and_overrides(tmp_path):
     preset.write_text("steps: 5\ninner:\n  rate: 2\nsizes: [3, 4]\n")
     cfg = load_config(Outer, preset, ["mode=b", "inner.rate=0.5"])
     assert cfg == Outer(steps=5, mode="b", sizes=(3, 4), inner=Inner(rate=0.5))
+    # YAML 1.1 reads 1e-4 (no dot) as a string; a float field still takes it
+    assert load_config(Outer, None, ["inner.rate=1e-4"]).inner.rate == 1e-4
+    preset.write_text("inner:\n  rate: 3E+2\n")
+    assert load_config(Outer, preset).inner.rate == 300.0
 
 
 @pytest.mark.parametrize(
@@ -47,6 +51,7 @@ def test_config_types_and_overrides(tmp_path):
         ("inner:\n  rte: 1\n", "unknown key 'inner.rte'"),
         ("sizes: [1]\n", "sizes: expected 2 items"),
         ("steps: true\n", "steps: expected int"),
+        ("inner:\n  rate: fast\n", "inner.rate: expected float, found 'fast'"),
     ],
 )
 def test_config_errors_name_key_and_file(tmp_path, yaml_text, message):
