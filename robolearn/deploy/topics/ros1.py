@@ -192,6 +192,11 @@ def from_ros(ros: Any, msg_type: type) -> Any:
 def _init_node(master_uri: str, host: str, node_name: str, timeout: float = 5.0) -> None:
     with _NODE_LOCK:
         if _NODE:
+            if _NODE["master"] != master_uri:  # rospy would wait for the old master forever
+                raise BridgeError(
+                    f"ros1: this process's ROS node is registered with {_NODE['master']}, not {master_uri}; "
+                    "rospy allows one master per process"
+                )
             return
         os.environ["ROS_MASTER_URI"] = master_uri
         os.environ["ROS_IP"] = host
