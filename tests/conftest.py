@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# A shell starts background jobs (`.ci/run &`, nohup) with SIGINT ignored, and children inherit an
+# ignored signal across exec. The Ctrl-C tests send SIGINT to commands as a terminal would to a
+# foreground job, so give this process a handler: exec resets handled signals to their default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 try:  # torch is optional for the env tests
     import torch
