@@ -139,8 +139,12 @@ def load_init_states(config: LiberoConfig) -> np.ndarray:
 
     prepare_libero()
     path = _PREPARED["root"] / "init_files" / config.suite / f"{config.task_name}.pruned_init"
-    # A pickled numpy array that ships inside the installed LIBERO package (LIBERO loads it the same way).
-    states = torch.load(path, weights_only=False)
+    # A pickled numpy array inside the installed LIBERO package: unpickled with only the numpy array
+    # classes allowed (the file names numpy 1's module path for the array constructor).
+    allowed = [(np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
+               type(np.dtype(np.float64))]  # fmt: skip
+    with torch.serialization.safe_globals(allowed):
+        states = torch.load(path, weights_only=True)
     return np.asarray(states, dtype=np.float64)
 
 
