@@ -26,6 +26,9 @@ ACTION_EXECUTED = "action.executed"
 REWARD = "next.reward"
 DONE = "next.done"
 SUCCESS = "next.success"
+PIXELS_SKIPPED = "pixels_skipped"
+"""Training-batch key: bool per sample, True where the camera frames were left undecoded (zeros)
+because the policy holds their features (:mod:`robolearn.train.skip_decode`)."""
 
 STATE_NAMES: tuple[str, ...] = (
     *(f"q{i}" for i in range(1, 8)),

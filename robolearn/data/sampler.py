@@ -346,7 +346,19 @@ class WindowedDataset(Dataset):
         ``(Ta, Da)``), cameras float32 ``(To, 3, H, W)`` in [0, 1], ``<key>_is_pad`` bool ``(T,)``,
         ``task`` (str) and int64 scalars ``index``, ``episode_index``, ``frame_index``.
         Integer features keep int64; bool features become float32 0/1."""
+        return self.sample(i)
+
+    def frame_key(self, i: int) -> tuple[int, int]:
+        """(0, dataset frame ``index``) of sample ``i``: the key a model caches per-frame work under."""
         k, t = self._locate(int(i))
+        return 0, int(self._from[k]) + t
+
+    def sample(self, i: int, images: bool = True) -> dict[str, Any]:
+        """Sample ``i`` as :meth:`__getitem__`; ``images=False`` decodes no camera frame and returns
+        zeros of the camera shapes instead (for a model that has what it needs from them cached).
+        With an ``image_transform`` (which may change the shape) frames are decoded regardless."""
+        k, t = self._locate(int(i))
+        images = images or self.image_transform is not None
         ep = self.episodes[k]
         length, start = int(self._len[k]), int(self._from[k])
         steps: dict[str, np.ndarray] = {}
@@ -358,7 +370,12 @@ class WindowedDataset(Dataset):
             if deltas is not None:
                 out[f"{key}_is_pad"] = torch.from_numpy((raw < 0) | (raw >= length))
         self._read_numeric(out, steps, t, start)
-        for key in self._video:
+        if not images:
+            for key in (*self._video, *self._png):
+                h, w, c = self.reader.features[key].shape
+                x = torch.zeros(len(steps[key]), c, h, w)
+                out[key] = x if key in self.delta_indices else x[0]
+        for key in self._video if images else ():
             if self._video_budget:
                 frames = self._episode_frames(key, k)[steps[key]]
             else:
@@ -367,7 +384,7 @@ class WindowedDataset(Dataset):
                     self._vid_paths[key][k], ts, tolerance_s=0.5 / self.fps
                 )
             out[key] = self._images(key, frames)
-        for key in self._png:
+        for key in self._png if images else ():
             out[key] = self._images(key, self.reader.frames(ep, key, steps[key]))
         out[EPISODE_INDEX] = torch.tensor(ep, dtype=torch.int64)
         out[FRAME_INDEX] = torch.tensor(t, dtype=torch.int64)

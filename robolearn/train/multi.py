@@ -120,10 +120,23 @@ class TaggedConcat(torch.utils.data.ConcatDataset):
         self.tags = list(tags)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.sample(i)
+
+    def _part(self, i: int) -> tuple[int, int]:
         if i < 0:
             i += len(self)
         k = bisect.bisect_right(self.cumulative_sizes, i)
-        sample = super().__getitem__(i)
+        return k, i - (self.cumulative_sizes[k - 1] if k else 0)
+
+    def frame_key(self, i: int) -> tuple[int, int]:
+        """(``dataset_index``, frame ``index``) of sample ``i``."""
+        k, j = self._part(i)
+        return self.tags[k], self.datasets[k].frame_key(j)[1]
+
+    def sample(self, i: int, images: bool = True) -> dict[str, Any]:
+        """Sample ``i`` (``images=False``: camera frames not decoded, see ``WindowedDataset.sample``)."""
+        k, j = self._part(i)
+        sample = self.datasets[k].sample(j, images)
         sample["dataset_index"] = torch.tensor(self.tags[k], dtype=torch.int64)
         return sample
 

@@ -42,6 +42,12 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def ema_parameters(policy: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters the EMA tracks: the trainable ones. A frozen one never changes, so the model's
+    own copy is its EMA, and checkpoints written with the EMA swapped in still hold it."""
+    return [p for p in policy.parameters() if p.requires_grad]
+
+
 def save_training_state(folder: Path, model: torch.nn.Module, optimizer, scheduler, ema, step: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     save_file(
@@ -80,7 +86,16 @@ def load_training_state(folder: Path, model: torch.nn.Module, optimizer, schedul
     scheduler.load_state_dict({**meta["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
     if ema is not None and meta["ema"] is not None:
         shadow = load_file(str(folder / "ema.safetensors"))
-        ema.shadow_params = [shadow[f"shadow.{i}"].clone() for i in range(len(shadow))]
+        shadows = [shadow[f"shadow.{i}"].clone() for i in range(len(shadow))]
+        params = list(model.parameters())
+        if len(shadows) != len(ema.shadow_params) and len(shadows) == len(params):
+            # written when the EMA tracked frozen parameters too: keep the trainable ones' shadows
+            shadows = [s for s, p in zip(shadows, params, strict=True) if p.requires_grad]
+        if len(shadows) != len(ema.shadow_params):
+            raise ValueError(
+                f"{folder / 'ema.safetensors'}: {len(shadows)} EMA tensors, the model trains {len(ema.shadow_params)}"
+            )
+        ema.shadow_params = shadows
         ema.optimization_step = meta["ema"]["optimization_step"]
     torch.set_rng_state(load_file(str(folder / "rng.safetensors"))["torch"])
     random.setstate(_tupled(meta["python_random"]))

@@ -24,7 +24,13 @@ import torch
 from robolearn.config import ConfigError, from_dict, to_dict
 from robolearn.policies.checkpoint import record_source
 from robolearn.train.config import TrainConfig
-from robolearn.train.state import STATE_DIR, latest_checkpoint, load_training_state, save_training_state
+from robolearn.train.state import (
+    STATE_DIR,
+    ema_parameters,
+    latest_checkpoint,
+    load_training_state,
+    save_training_state,
+)
 
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "norm_stats.json")
 
@@ -94,7 +100,8 @@ def build_policy(cfg: TrainConfig, features: dict, stats: dict | None, source: s
     except KeyError as exc:
         raise ConfigError(f"{source}: policy: {exc.args[0]}") from None
     pcfg = from_dict(entry.config_cls, cfg.policy_config, source=source, prefix="policy_config.")
-    return entry.load_builder()(pcfg, features=features, stats=stats)
+    # a fresh build: the builder's pretrained factory (a reload, load_policy, never reads `pretrained`)
+    return entry.load_builder()(pcfg, features=features, stats=stats, load_pretrained=True)
 
 
 class _EtaAnnouncer:
@@ -196,6 +203,7 @@ class Trainer:
         self.train_set = windows(data, "train", video_cache_mb=cfg.video_cache_mb, **kwargs)
         self.val_set = windows(data, "val", **kwargs)
         self.fps = data.fps
+        self.skip_cached_pixels = True  # don't decode frames whose features the policy has cached (same losses)
 
     # ------------------------------------------------------------------------------------------ setup
     def _optim(self, policy):
@@ -209,7 +217,7 @@ class Trainer:
         sched = get_scheduler("cosine", opt, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps)
         ema = None
         if cfg.ema_decay > 0:
-            ema = EMAModel(policy.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=0.75)
+            ema = EMAModel(ema_parameters(policy), decay=cfg.ema_decay, use_ema_warmup=True, power=0.75)
         return opt, sched, ema
 
     def _loader(self, start: int):
@@ -219,7 +227,13 @@ class Trainer:
         # Its own generator: a DataLoader iterator otherwise draws its worker seed from the global RNG,
         # which would shift the noise stream of a resumed run by one draw.
         gen = torch.Generator().manual_seed(self.cfg.seed + start)
-        return torch.utils.data.DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.cfg.num_workers,
+        data, batches = self.train_set, sampler
+        pixels_needed = getattr(self.policy, "pixels_needed", None)
+        if pixels_needed is not None and self.skip_cached_pixels:  # frames it has cached features of
+            from robolearn.train.skip_decode import PixelsOptional, SkipCachedPixels
+
+            data, batches = PixelsOptional(data), SkipCachedPixels(sampler, data, pixels_needed)
+        return torch.utils.data.DataLoader(data, batch_sampler=batches, num_workers=self.cfg.num_workers,
                                            generator=gen)  # fmt: skip
 
     # ------------------------------------------------------------------------------------------ loop
@@ -235,6 +249,7 @@ class Trainer:
         if self._resume_from is not None:
             self.start_step = load_training_state(self._resume_from / STATE_DIR, policy, opt, sched, ema)
         model = acc.prepare(_LossModule(policy))
+        tracked = ema_parameters(policy)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if acc.is_main_process:
             (self.run_dir / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
@@ -274,7 +289,7 @@ class Trainer:
             sched.step()
             opt.zero_grad(set_to_none=True)
             if ema is not None:
-                ema.step(model.parameters())
+                ema.step(tracked)
             step += 1
             window.append(loss_value)
             bar.update(1)
@@ -316,12 +331,13 @@ class Trainer:
         """Run ``fn()`` with the EMA weights swapped in (restored afterwards)."""
         if ema is None:
             return fn()
-        ema.store(policy.parameters())
-        ema.copy_to(policy.parameters())
+        tracked = ema_parameters(policy)
+        ema.store(tracked)
+        ema.copy_to(tracked)
         try:
             return fn()
         finally:
-            ema.restore(policy.parameters())
+            ema.restore(tracked)
 
     @torch.no_grad()
     def _validate(self, policy, ema, step: int, log) -> None:

