@@ -33,6 +33,9 @@ class ReinFlowConfig:
     """Hidden sizes of the noise network (input: observation features and the step's time)."""
     noise_lr: float = 3e-4
     """Learning rate of the noise network."""
+    marginalize_unexecuted: bool = True
+    """Leave the last Euler step's densities on never-executed chunk steps out of the log-prob (they
+    integrate out exactly and only add noise to the ratio). False counts all K·H·Da dimensions."""
 
 
 @dataclass
@@ -80,7 +83,8 @@ class PPOConfig:
     vf_coef: float = 0.5
     """Value-loss coefficient."""
     max_grad_norm: float = 1.0
-    """Global gradient-norm clip (0: off)."""
+    """Gradient-norm clip, applied to the actor and to the critic apart (0: off); ``grad_norm`` in the
+    metrics is the actor's."""
     target_kl: float = 0.0
     """Stop an iteration's epochs once the approximate KL exceeds this (0: never)."""
     reward_scaling: bool = True

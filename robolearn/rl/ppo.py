@@ -78,7 +78,11 @@ def ppo_update(
     m = batch.chain.shape[0]
     clips = agent.clip_coefs(cfg.clip)[None]
     weights = agent.advantage_weights()[None]
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    # The actor's and the critic's gradients are clipped apart (as DPPO does): one global norm would let
+    # the value loss, whose gradients are far larger, shrink the policy's step.
+    critic_ids = {id(p) for p in critic.parameters()}
+    actor_params = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in critic_ids]
+    critic_params = list(critic.parameters())
     sums: dict[str, float] = {}
     count, first, stop = 0, None, False
     for _ in range(cfg.update_epochs):
@@ -100,7 +104,10 @@ def ppo_update(
                 loss = loss + pg - cfg.ent_coef * entropy.mean() + cfg.reg_coef * reg
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
+            grad_norm = None
+            if cfg.max_grad_norm > 0:
+                grad_norm = nn.utils.clip_grad_norm_(actor_params, cfg.max_grad_norm)
+                nn.utils.clip_grad_norm_(critic_params, cfg.max_grad_norm)
             optimizer.step()
             with torch.no_grad():
                 approx_kl = float(((ratio - 1) - log_ratio).mean())

@@ -7,8 +7,12 @@ The pretrained :class:`~robolearn.policies.flow.model.FlowPolicy` is wrapped, ne
     x_0 ~ N(0, I),   x_{k+1} ~ N(x_k + Δ·v(x_k, t_k | s), diag σ(s, t_k)²),   t_k = k/K, Δ = 1/K,
 
 whose log-probability is exact: the sum of the K Gaussian transition log-densities (x_0's density
-does not depend on the parameters and is left out), divided by K·H·Da so that the PPO ratio is a
-per-dimension one. Sampling and the log-probability use the same grid, ``FlowPolicy.time_grid(K)``;
+does not depend on the parameters and is left out), divided by the number of dimensions summed so that
+the PPO ratio is a per-dimension one. With ``marginalize_unexecuted`` (the default) the last step's
+densities on chunk steps that are never executed are left out: nothing downstream depends on those
+coordinates of x_K, so they integrate out exactly, and they would only add noise to the ratio (with
+H = 16 and 8 executed steps they are 1/8 of the chain's dimensions at K = 4). Without it all K·H·Da
+dimensions count, as in the reference code, whose robomimic recipes execute the whole chunk. Sampling and the log-probability use the same grid, ``FlowPolicy.time_grid(K)``;
 the reference implementation evaluates the log-probability on another grid when K > 1, which makes
 the ratio differ from 1 before any update. The executed action is the policy's clipped x_K.
 
@@ -77,7 +81,8 @@ class ReinFlowPolicy(nn.Module):
     the pretrained policy) is kept when a regularizer needs it."""
 
     def __init__(self, policy: FlowPolicy, num_steps: int = 0, sigma_min: float = 0.05, sigma_max: float = 0.12,
-                 noise_hidden: tuple[int, ...] = (128, 128), regularizer: str = "none"):  # fmt: skip
+                 noise_hidden: tuple[int, ...] = (128, 128), regularizer: str = "none",
+                 marginalize_unexecuted: bool = True):  # fmt: skip
         super().__init__()
         if not isinstance(policy, FlowPolicy):
             raise TypeError(f"ReinFlow fine-tunes flow policies, found {type(policy).__name__}")
@@ -89,6 +94,14 @@ class ReinFlowPolicy(nn.Module):
         self.noise = NoiseNet(cond_dim, cfg.horizon, cfg.action_dim, tuple(noise_hidden),
                               0.5 * (sigma_min + sigma_max), sigma_min, sigma_max)  # fmt: skip
         self.regularizer = regularizer
+        # (K, H, 1) weights of each transition density in the log-prob: the last step counts only the
+        # executed chunk steps when marginalizing.
+        weights = torch.ones(self.num_steps, cfg.horizon, 1)
+        if marginalize_unexecuted:
+            weights[-1] = 0.0
+            weights[-1, cfg.exec_start : cfg.exec_start + cfg.n_action_steps] = 1.0
+        self.register_buffer("lp_weights", weights, persistent=False)
+        self.lp_dims = float(weights.sum()) * cfg.action_dim
         self.reference = None
         if regularizer != "none":
             self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
@@ -119,8 +132,11 @@ class ReinFlowPolicy(nn.Module):
             lps.append(gaussian_log_prob(x, mean, std))
             chain.append(x)
         actions = pol.normalizer.unnormalize("action", pol._clip(x))
-        logp = torch.stack(lps, dim=1).flatten(1).mean(-1, keepdim=True)
-        return actions, torch.stack(chain, dim=1), logp
+        return actions, torch.stack(chain, dim=1), self._reduce(torch.stack(lps, dim=1))
+
+    def _reduce(self, lp: torch.Tensor) -> torch.Tensor:
+        """(B, K, H, Da) transition log-densities -> (B, 1) the chain's per-dimension log-prob."""
+        return (lp * self.lp_weights).flatten(1).sum(-1, keepdim=True) / self.lp_dims
 
     def log_prob(self, obs: Batch, chain: torch.Tensor) -> torch.Tensor:
         """Differentiable log-probability (B, 1) of ``chain`` given ``obs`` (see :meth:`evaluate`)."""
@@ -128,7 +144,7 @@ class ReinFlowPolicy(nn.Module):
 
     def evaluate(self, obs: Batch, chain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Differentiable log_prob (B, 1) of ``chain`` (B, K+1, H, Da), entropy (B,) of its transitions
-        (both normalized by K·H·Da) and the regularizer (a scalar; 0 without one). All K transitions
+        (both per dimension, over the dimensions the log-prob counts) and the regularizer (a scalar; 0 without one). All K transitions
         run as one batch of B·K."""
         pol, k = self.policy, self.num_steps
         b = chain.shape[0]
@@ -139,8 +155,8 @@ class ReinFlowPolicy(nn.Module):
         mean = xk + v / k
         std = self.noise(cond.detach(), t)
         lp = gaussian_log_prob(chain[:, 1:].reshape_as(xk), mean, std)
-        logp = lp.view(b, -1).mean(-1, keepdim=True)
-        entropy = (std.log() + 0.5 * LOG_2PI_E).view(b, -1).mean(-1)
+        logp = self._reduce(lp.view(b, k, *chain.shape[2:]))
+        entropy = self._reduce((std.log() + 0.5 * LOG_2PI_E).view(b, k, *chain.shape[2:]))[:, 0]
         return logp, entropy, self._regularizer(obs, chain, xk, t, v)
 
     def _regularizer(self, obs, chain, xk, t, v) -> torch.Tensor:

@@ -26,7 +26,7 @@ TIMING = ("seconds", "_s", "per_s")
 
 
 def _cfg(**fields) -> FinetuneConfig:
-    data = {"iterations": 12, "num_envs": 2, "n_steps": 128, "save_every": 100,
+    data = {"iterations": 20, "num_envs": 2, "n_steps": 128, "save_every": 100,
             "ppo": {"clip": 0.2, "minibatch_size": 64, "update_epochs": 4, "actor_lr": 1e-3, "critic_lr": 3e-3},
             "reinflow": {"sigma_min": 0.05, "sigma_max": 0.3, "sigma_max_end": 0.3}}  # fmt: skip
     data.update(fields)
@@ -39,9 +39,10 @@ def test_ppo_iterations_raise_the_success_of_a_tiny_task(tmp_path):
     tuner = FineTuner(_cfg(), policy, NAME, tmp_path / "run", backend="sync", progress=False)
     summary = tuner.fit()
     after = evaluate(load_policy(tmp_path / "run"), NAME, episodes=200, progress=False, hold_steps=0)
-    assert after.success_rate >= before + 0.2, (before, after.success_rate)
+    # 20 iterations took it from 39% to 89-95% over three rollout seeds; 12 gave 55-66%.
+    assert after.success_rate >= before + 0.3, (before, after.success_rate)
     rows = read_metrics(tmp_path / "run")
-    assert [r["step"] for r in rows] == list(range(1, 13))
+    assert [r["step"] for r in rows] == list(range(1, 21))
     assert summary.env_steps == rows[-1]["env_steps_total"] > 0
     assert all(r["ppo/ratio_first"] < 1e-5 for r in rows)
     assert (tmp_path / "run" / "tensorboard").is_dir()

@@ -55,6 +55,37 @@ def test_log_prob_matches_an_independent_computation(denoiser):
     assert ((entropy >= lo - 1e-5) & (entropy <= hi + 1e-5)).all()
 
 
+def test_unexecuted_chunk_steps_leave_the_last_step_log_prob():
+    """H = 6 with To = 2 and 3 executed actions: the last transition counts only chunk steps 1-3; every
+    earlier transition counts the whole chunk. Checked against a MultivariateNormal per transition over
+    exactly those coordinates, and against the unmarginalized chain on the same samples."""
+    torch.manual_seed(4)
+    policy = tiny_flow_policy(num_steps=3, horizon=6, n_action_steps=3, n_obs_steps=2)
+    agent = ReinFlowPolicy(policy, sigma_min=0.05, sigma_max=0.2)
+    obs = {"observation.state": torch.rand(5, 2, 2) * 2 - 1}
+    _, chain, logp = agent.sample(obs)
+    pol, k = agent.policy, agent.num_steps
+    cond = pol.encode_obs(obs)
+    total, dims = torch.zeros(5, dtype=torch.float64), 0
+    with torch.no_grad():
+        for i in range(k):
+            t = torch.full((5,), i / k)
+            mean = chain[:, i] + pol.velocity(chain[:, i], t, cond) / k
+            std = agent.noise(cond, t)
+            rows = slice(1, 4) if i == k - 1 else slice(None)
+            m, s, x = (v[:, rows].flatten(1).double() for v in (mean, std, chain[:, i + 1]))
+            total += torch.distributions.MultivariateNormal(m, torch.diag_embed(s**2)).log_prob(x)
+            dims += m.shape[1]
+        again = agent.evaluate(obs, chain)[0]
+        everything = ReinFlowPolicy(policy, sigma_min=0.05, sigma_max=0.2, marginalize_unexecuted=False)
+        everything.noise.load_state_dict(agent.noise.state_dict())
+        full = everything.evaluate(obs, chain)[0]
+    assert dims == 2 * 6 + 3
+    np.testing.assert_allclose(logp[:, 0].double(), total / dims, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(again[:, 0].double(), total / dims, rtol=1e-5, atol=1e-5)
+    assert (full - again).abs().max() > 1e-4
+
+
 def test_ratio_is_one_before_the_first_update_with_several_steps():
     torch.manual_seed(1)
     agent = ReinFlowPolicy(tiny_flow_policy(num_steps=4), sigma_min=0.05, sigma_max=0.15)

@@ -76,8 +76,9 @@ if NAME not in ENVS:
     register_env(NAME, ToyConfig, build, description="1-D point reaching a goal (RL tests)")
 
 
-def tiny_flow_policy(num_steps: int = 3, seed: int = 0, denoiser: str = "mlp"):
-    """An untrained flow policy for ``toy-reach1d``: To = 1, chunks of 2 actions, all executed."""
+def tiny_flow_policy(num_steps: int = 3, seed: int = 0, denoiser: str = "mlp", horizon: int = 2,
+                     n_action_steps: int = 2, n_obs_steps: int = 1):  # fmt: skip
+    """An untrained flow policy for ``toy-reach1d``: by default To = 1, chunks of 2 actions, all executed."""
     import torch
 
     from robolearn.policies.common.config import DenoiserConfig
@@ -85,7 +86,7 @@ def tiny_flow_policy(num_steps: int = 3, seed: int = 0, denoiser: str = "mlp"):
     from robolearn.policies.flow.model import FlowPolicy
 
     torch.manual_seed(seed)
-    cfg = FlowConfig(n_obs_steps=1, horizon=2, n_action_steps=2, num_inference_steps=num_steps,
+    cfg = FlowConfig(n_obs_steps=n_obs_steps, horizon=horizon, n_action_steps=n_action_steps, num_inference_steps=num_steps,
                      denoiser=DenoiserConfig(kind=denoiser, mlp_dims=(64, 64), down_dims=(16, 32), time_embed_dim=16))  # fmt: skip
     return FlowPolicy(cfg, features={"observation.state": (2,), "action": (1,)})
 
