@@ -1,13 +1,13 @@
 """Env copies on Ray actors, for rollouts and evaluation that scale past one machine.
 
 The learner (or the evaluating policy) stays in the caller's process; only the envs move. Each
-actor (:class:`EnvWorker`, one CPU) holds several env copies, so a batched step costs one round
-trip per actor, not per env: a round trip on a local instance took ~1 ms here against ~0.3 ms for
-an embedded-sim step. Two views over the same actors:
+actor (:class:`robolearn.rl.env_pool.EnvWorker`, one CPU) holds several env copies, so a batched
+step costs one round trip per actor, not per env: a round trip on a local instance took ~1 ms here
+against ~0.3 ms for an embedded-sim step. Two views over the same actors:
 
-- :class:`RayVectorEnv` — a gymnasium ``VectorEnv`` that behaves exactly like ``AsyncVectorEnv``
-  (same seeding, autoreset modes, ``_key``-masked infos and batched observations, built with
-  gymnasium's own batching functions), so the same seeds and actions give the same data;
+- :class:`RayVectorEnv` — :class:`robolearn.rl.env_pool.PooledVectorEnv` over a :class:`RayEnvPool`, a
+  gymnasium ``VectorEnv`` that behaves exactly like ``AsyncVectorEnv`` (and like the ``process``
+  backend's :class:`robolearn.rl.env_pool.ProcessEnvPool`), so the same seeds and actions give the same data;
 - :class:`RayEnvPool` — indexable env handles (:class:`RemoteEnv`) plus :meth:`RayEnvPool.step_each`,
   for loops that manage each env themselves (``robolearn eval``).
 
@@ -24,12 +24,14 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import numpy as np
 import ray
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
+from gymnasium.vector import AutoresetMode
+
+from robolearn.rl.env_pool import EnvWorker, PooledVectorEnv
 
 PLACE_TIMEOUT_S = 300.0
 """How long to wait for Ray to place and start every env actor before giving up."""
@@ -91,76 +93,6 @@ def ray_session(address: str) -> Iterator[None]:
             ray.shutdown()
 
 
-class EnvWorker:
-    """Several env copies in one Ray actor process, driven by batches of per-env operations.
-
-    ``run(ops)`` takes ``(kind, index, arg)`` tuples, ``index`` local to this actor, and returns one
-    result per op: ``reset`` (arg ``{"seed", "options"}``) -> ``(obs, info)``; ``step`` (arg: the
-    action) -> ``(obs, reward, terminated, truncated, info)``; ``step-same`` is ``step`` with
-    gymnasium's same-step autoreset (a finished episode resets at once, its last observation and
-    info going to ``info["final_obs"]`` / ``info["final_info"]``); ``autoreset`` -> the next-step
-    autoreset's ``(obs, 0.0, False, False, info)``; ``render`` -> the frame.
-    """
-
-    def __init__(
-        self,
-        env_name: str,
-        env_config: Any,
-        num_envs: int,
-        env_kwargs: dict[str, Any],
-        env_factory: Callable[[], Any] | None = None,
-    ):
-        from robolearn.envs import load_plugins, make_env
-
-        load_plugins()
-        if env_factory is not None:
-            self.envs = [env_factory() for _ in range(num_envs)]
-        else:
-            self.envs = [make_env(env_name, env_config, **env_kwargs) for _ in range(num_envs)]
-
-    def describe(self) -> dict[str, Any]:
-        """The first env's spaces, metadata and render mode (every copy shares them)."""
-        env = self.envs[0]
-        return {
-            "observation_space": env.observation_space,
-            "action_space": env.action_space,
-            "metadata": dict(env.metadata or {}),
-            "render_mode": env.render_mode,
-        }
-
-    def pid(self) -> int:
-        """This actor's process id (tests check that shutting Ray down leaves no process behind)."""
-        return os.getpid()
-
-    def run(self, ops: Sequence[tuple[str, int, Any]]) -> list[Any]:
-        """Apply ``ops`` in order; see the class docstring."""
-        return [self._one(kind, i, arg) for kind, i, arg in ops]
-
-    def _one(self, kind: str, i: int, arg: Any) -> Any:
-        env = self.envs[i]
-        if kind == "reset":
-            return env.reset(**arg)
-        if kind == "step":
-            return env.step(arg)
-        if kind == "step-same":
-            obs, reward, terminated, truncated, info = env.step(arg)
-            if terminated or truncated:
-                first, reset_info = env.reset()
-                info, obs = {"final_info": info, "final_obs": obs, **reset_info}, first
-            return obs, reward, terminated, truncated, info
-        if kind == "autoreset":
-            obs, info = env.reset()
-            return obs, 0.0, False, False, info
-        if kind == "render":
-            return env.render()
-        raise ValueError(f"EnvWorker: unknown op {kind!r}")
-
-    def close(self) -> None:
-        """Close every env copy (renderers hold GL contexts)."""
-        for env in self.envs:
-            env.close()
-
-
 _RemoteWorker = ray.remote(num_cpus=1)(EnvWorker)
 
 
@@ -186,6 +118,7 @@ class RayEnvPool:
         env_factory: Callable[[], Any] | None = None,
     ):
         from robolearn.envs import env_config as default_config
+        from robolearn.envs import make_env
 
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, found {num_envs}")
@@ -199,8 +132,8 @@ class RayEnvPool:
         num_workers = max(1, min(num_workers, num_envs))
         sizes = [len(block) for block in np.array_split(np.arange(num_envs), num_workers)]
         self.num_envs, self.env_name, self.config = num_envs, env_name, cfg
-        kwargs = dict(env_kwargs or {})
-        self.workers = [_RemoteWorker.remote(env_name, cfg, n, kwargs, env_factory) for n in sizes]
+        factory = env_factory or partial(make_env, env_name, cfg, **dict(env_kwargs or {}))
+        self.workers = [_RemoteWorker.remote(factory, n) for n in sizes]
         self._where = [(w, j) for w, n in enumerate(sizes) for j in range(n)]
         try:
             ray.get([w.pid.remote() for w in self.workers], timeout=PLACE_TIMEOUT_S)
@@ -304,7 +237,7 @@ class RemoteEnv:
         """Nothing per env: :meth:`RayEnvPool.close` closes them all."""
 
 
-class RayVectorEnv(VectorEnv):
+class RayVectorEnv(PooledVectorEnv):
     """A gymnasium ``VectorEnv`` whose env copies run on Ray actors (:class:`RayEnvPool`), returning
     exactly what ``AsyncVectorEnv(..., shared_memory=False, autoreset_mode=...)`` returns for the
     same seeds and actions. Ray must be initialized (:func:`init_ray`)."""
@@ -319,89 +252,8 @@ class RayVectorEnv(VectorEnv):
         env_kwargs: dict[str, Any] | None = None,
         env_factory: Callable[[], Any] | None = None,
     ):
-        self.autoreset_mode = AutoresetMode(autoreset_mode)
-        self.pool = RayEnvPool(env_name, env_config, num_envs, num_workers, env_kwargs, env_factory)
-        self.num_envs = num_envs
-        self.single_observation_space = self.pool.observation_space
-        self.single_action_space = self.pool.action_space
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.metadata = {**self.pool.metadata, "autoreset_mode": self.autoreset_mode}
-        self.render_mode = self.pool.render_mode
-        self._autoreset = np.zeros(num_envs, dtype=np.bool_)
-        self._obs: list[Any] = [None] * num_envs
-
-    def reset(
-        self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[Any, dict[str, Any]]:
-        """Reset every env (or those in ``options["reset_mask"]``); ``seed``: None, an int (env ``i``
-        gets ``seed + i``) or one per env."""
-        n = self.num_envs
-        seeds = (
-            [None] * n if seed is None else [seed + i for i in range(n)] if isinstance(seed, int) else seed
-        )
-        if len(seeds) != n:
-            raise ValueError(f"reset: {len(seeds)} seeds for {n} envs")
-        options = dict(options) if options is not None else None
-        mask = np.ones(n, dtype=np.bool_)
-        if options is not None and "reset_mask" in options:
-            mask = np.asarray(options.pop("reset_mask"), dtype=np.bool_)
-            if mask.shape != (n,) or not mask.any():
-                raise ValueError(
-                    f"reset: options['reset_mask'] must be ({n},) bool with a True, found {mask}"
-                )
-        chosen = [i for i in range(n) if mask[i]]
-        results = self.pool.run([("reset", i, {"seed": seeds[i], "options": options}) for i in chosen])
-        self._autoreset[mask] = False
-        infos: dict[str, Any] = {}
-        for i, (obs, info) in zip(chosen, results, strict=True):
-            self._obs[i] = obs
-            infos = self._add_info(infos, info, i)
-        return self._batched(), infos
-
-    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Step every env with its row of ``actions``, autoresetting as ``autoreset_mode`` says."""
-        ops = []
-        for i, action in enumerate(iterate(self.action_space, actions)):
-            if self.autoreset_mode == AutoresetMode.NEXT_STEP:
-                ops.append(("autoreset" if self._autoreset[i] else "step", i, action))
-            elif self.autoreset_mode == AutoresetMode.SAME_STEP:
-                ops.append(("step-same", i, action))
-            else:
-                if self._autoreset[i]:
-                    raise RuntimeError(
-                        f"step: env {i} ended its episode; reset it first (autoreset disabled)"
-                    )
-                ops.append(("step", i, action))
-        infos: dict[str, Any] = {}
-        rewards, terminated, truncated = [], [], []
-        for i, (obs, reward, term, trunc, info) in enumerate(self.pool.run(ops)):
-            self._obs[i] = obs
-            rewards.append(reward)
-            terminated.append(term)
-            truncated.append(trunc)
-            infos = self._add_info(infos, info, i)
-        terminated_a = np.array(terminated, dtype=np.bool_)
-        truncated_a = np.array(truncated, dtype=np.bool_)
-        if self.autoreset_mode != AutoresetMode.SAME_STEP:
-            self._autoreset = terminated_a | truncated_a
-        return self._batched(), np.array(rewards, dtype=np.float64), terminated_a, truncated_a, infos
-
-    def render(self) -> tuple[Any, ...]:
-        """Every env's frame."""
-        return tuple(self.pool.run([("render", i, None) for i in range(self.num_envs)]))
-
-    def close_extras(self, **kwargs: Any) -> None:
-        self.pool.close()
-
-    def pids(self) -> list[int]:
-        """The actors' process ids."""
-        return self.pool.pids()
-
-    def _batched(self) -> Any:
-        # A fresh buffer per call: callers may keep the previous observation batch.
-        out = create_empty_array(self.single_observation_space, n=self.num_envs, fn=np.zeros)
-        return concatenate(self.single_observation_space, self._obs, out)
+        pool = RayEnvPool(env_name, env_config, num_envs, num_workers, env_kwargs, env_factory)
+        super().__init__(pool, num_envs, autoreset_mode)
 
 
 __all__ = [

@@ -110,7 +110,7 @@ class FineTuner:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.env_cfg = rollout_env_config(policy, env_name, cfg)
-        self.num_envs = cfg.num_envs or os.cpu_count() or 1
+        self.num_envs = cfg.num_envs or cfg.envs_per_worker * (os.cpu_count() or 1)
         self.agent = build_agent(policy, cfg)
         self.critic = ValueCritic(
             policy.config.n_obs_steps * policy.obs_encoder.out_dim, cfg.ppo.critic_hidden
