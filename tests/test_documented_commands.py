@@ -217,6 +217,16 @@ def run_steer(w):
     assert set(json.loads(js.read_text())["runs"]) == {"unsteered", "K=1", "K=4"}
 
 
+def run_compose(w):
+    js = w["tmp"] / "compose.json"
+    ok(robolearn("compose", "--checkpoint", str(w["run"]), "--checkpoint", str(w["run"]), "--weights", "0,0.5,1",
+                 "--env", "franka-lift", "--episodes", "1", "--hold-steps", "0", "--json", str(js)))  # fmt: skip
+    assert [r["weight"] for r in json.loads(js.read_text())["runs"]] == [0.0, 0.5, 1.0]
+    res = robolearn("compose", "--checkpoint", str(w["run"]), "--checkpoint", str(w["run"]), "--weights", "1.5",
+                    "--episodes", "1")  # fmt: skip
+    assert res.returncode == 2 and "--weights" in res.stderr.strip().splitlines()[-1], res.stderr[-2000:]
+
+
 def run_serve_and_run(w):
     """``serve`` in the background on a free port, ``run`` against it, both as a user starts them."""
     import signal
@@ -282,6 +292,7 @@ RUNS = {
     "eval": run_eval,
     "train-critic": run_train_critic,
     "steer": run_steer,
+    "compose": run_compose,
     "finetune": run_finetune,
     "bench": run_bench,
     "serve": run_serve_and_run,
