@@ -128,6 +128,16 @@ class FinetuneConfig:
     the goal and then overshoot)."""
     max_episode_steps: int = 0
     """Episode cap in env steps (0: the env's default)."""
+    bootstrap_step_cap: bool | None = None
+    """Bootstrap V(s) where an episode hits its step cap, as at a cut (None: when ``terminate_on_success``).
+    With episodes ending at success the cap cuts a failure short and V there credits a near miss;
+    paying every held step makes the cap the end of the task, and bootstrapping held states, which V is
+    never trained on, made its targets grow without bound (see :mod:`robolearn.rl.rollout`)."""
+
+    @property
+    def bootstraps_step_cap(self) -> bool:
+        """:attr:`bootstrap_step_cap` resolved."""
+        return self.terminate_on_success if self.bootstrap_step_cap is None else self.bootstrap_step_cap
     env_overrides: list[str] = field(default_factory=list)
     """Env config overrides ``key=value``, as ``eval --set``."""
     ppo: PPOConfig = field(default_factory=PPOConfig)

@@ -3,8 +3,11 @@
 Each chunk-step samples one action chunk per env (one batched policy call), executes its
 ``n_action_steps`` actions from ``exec_start`` in the env workers and records what PPO needs: the
 observation window, the chain, its log-probabilities, V(s), the summed (sparse) reward, and how the
-episode ended. A truncated episode (step cap, or the end of the iteration) bootstraps from V of its
-last observation; a terminated one (success) does not.
+episode ended. The end of the iteration bootstraps from V of the observation after it, and so does an
+episode cut by its step cap when ``bootstrap_step_cap`` (a near miss gets V's credit); otherwise the
+cap ends the episode like a success, as the task's horizon. Bootstrapping at the cap values last
+observations, which no update trains V on; when every held step pays (``terminate_on_success:
+false``) that made V's targets grow without bound (the value loss reached 1e9 in 60 iterations).
 
 Shapes: T chunk-steps, N envs, To obs steps, K+1 chain states, H horizon, Da action dim, J ratios.
 """
@@ -87,10 +90,13 @@ class Rollout:
 
 
 @torch.no_grad()
-def collect(agent, critic, envs, n_steps: int, seeds: list[int], scaler=None) -> tuple[Rollout, RolloutStats]:
+def collect(agent, critic, envs, n_steps: int, seeds: list[int], scaler=None,
+            bootstrap_step_cap: bool = False) -> tuple[Rollout, RolloutStats]:  # fmt: skip
     """Reset ``envs`` with ``seeds`` (one per env) and collect ``n_steps`` chunk-steps. ``scaler``
     (a :class:`~robolearn.rl.gae.RunningRewardScaler`) scales the rewards PPO sees; the stats keep the
-    raw ones."""
+    raw ones. ``bootstrap_step_cap``: an episode cut by its step cap bootstraps from V of its last
+    observation; without it the cap ends the episode as a terminal step (the task's horizon, as eval
+    runs it). The iteration's own end always bootstraps."""
     pol = agent.policy
     keys = list(pol.input_features)
     start, n_exec = pol.config.exec_start, pol.config.n_action_steps
@@ -124,8 +130,8 @@ def collect(agent, critic, envs, n_steps: int, seeds: list[int], scaler=None) ->
             stats.returns.append(float(ep_ret[i]))
             ep_ret[i] = 0.0
         rewards[t] = scaler(reward, d) if scaler is not None else reward
-        terminated[t], done[t] = term, d
-        cut = np.flatnonzero(trunc & ~term)
+        terminated[t], done[t] = (term, d) if bootstrap_step_cap else (d, d)
+        cut = np.flatnonzero(trunc & ~term) if bootstrap_step_cap else []
         if len(cut):  # a step cap: bootstrap from the episode's last observation
             last = {k: np.stack([info["final_obs"][i][k] for i in cut]) for k in keys}
             next_values[t, cut] = critic(agent.features(to_policy_obs(last, keys))).numpy()

@@ -195,7 +195,8 @@ class FineTuner:
         if self.scaler is not None:
             self.scaler.ret[:] = 0.0  # every episode starts afresh at an iteration's reset
         self.learner.eval()
-        roll, stats = collect(self.agent, self.critic, envs, cfg.n_steps, self._seeds(it), self.scaler)
+        roll, stats = collect(self.agent, self.critic, envs, cfg.n_steps, self._seeds(it), self.scaler,
+                              cfg.bootstraps_step_cap)  # fmt: skip
         adv, ret = compute_gae(roll.rewards, roll.values, roll.next_values, roll.terminated, roll.done,
                                cfg.ppo.gamma, cfg.ppo.gae_lambda)  # fmt: skip
         batch = Batch(roll.obs, roll.chain, roll.logp, torch.from_numpy(adv.reshape(-1)),

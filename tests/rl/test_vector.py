@@ -92,3 +92,33 @@ def test_hold_mode_runs_to_the_cap_and_pays_every_held_step():
     assert trunc[0] and not term[0]  # the cap ended it, not the success
     assert info["final_info"]["is_success"][0] and total > 2  # reward on each step the goal held
     envs.close()
+
+
+@pytest.mark.parametrize("terminate_on_success", [True, False])
+def test_step_cap_bootstraps_only_when_episodes_end_at_success(terminate_on_success):
+    """With episodes ending at success the step cap is a cut (GAE bootstraps V of the last observation
+    there); when every held step pays, the cap ends the task and nothing is bootstrapped."""
+    import torch
+    from toy_tasks import tiny_flow_policy
+
+    from robolearn.rl.config import FinetuneConfig
+    from robolearn.rl.ppo import ValueCritic
+    from robolearn.rl.reinflow import ReinFlowPolicy
+    from robolearn.rl.rollout import collect, trunc_mask
+    from robolearn.rl.runner import rollout_env_config
+
+    torch.manual_seed(0)
+    ft = FinetuneConfig(terminate_on_success=terminate_on_success, max_episode_steps=4)
+    policy = tiny_flow_policy()
+    agent = ReinFlowPolicy(policy, sigma_min=0.05, sigma_max=0.1)
+    critic = ValueCritic(2, (8,))
+    torch.nn.init.constant_(critic.net[-1].bias, 5.0)  # V ≈ 5 everywhere: a bootstrap is visible
+    envs = make_rollout_envs(NAME, rollout_env_config(policy, NAME, ft), 2, backend="sync", action_steps=2)
+    roll, _ = collect(agent, critic, envs, 6, [1, 2], bootstrap_step_cap=ft.bootstraps_step_cap)
+    envs.close()
+    cut = trunc_mask(roll.terminated, roll.done)
+    assert roll.done.any()
+    if terminate_on_success:
+        assert cut.any() and (roll.next_values[cut] > 1).all()  # the cap bootstraps from V
+    else:
+        assert not cut.any() and roll.terminated[roll.done].all()  # the cap is terminal
