@@ -28,13 +28,20 @@ from robolearn.rl.config import PPOConfig
 
 
 class ValueCritic(nn.Module):
-    """V(s): an MLP over the policy's (detached) observation features (B, F) -> (B,)."""
+    """V(s): an MLP over the policy's (detached) observation features (B, F) -> (B,). With
+    ``time_input`` it also takes the episode's elapsed fraction of its step cap (B,): V(s, t), the value
+    of a time-limited task, which the observation alone does not determine (Pardo et al. 2018)."""
 
-    def __init__(self, in_dim: int, hidden: tuple[int, ...] = (256, 256)):
+    def __init__(self, in_dim: int, hidden: tuple[int, ...] = (256, 256), time_input: bool = False):
         super().__init__()
-        self.net = mlp(in_dim, hidden, 1)
+        self.time_input = time_input
+        self.net = mlp(in_dim + int(time_input), hidden, 1)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, time: torch.Tensor | None = None) -> torch.Tensor:
+        if self.time_input:
+            if time is None:
+                raise ValueError("ValueCritic(time_input=True): the elapsed-time input is missing")
+            features = torch.cat([features, time.to(features.dtype)[:, None]], dim=-1)
         return self.net(features).squeeze(-1)
 
 
@@ -52,12 +59,15 @@ class Batch:
     """(M,)"""
     returns: torch.Tensor
     """(M,) value targets."""
+    time: torch.Tensor | None = None
+    """(M,) the critic's elapsed-time input (None: a critic without one)."""
 
     def rows(self, idx: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor,
-                                               torch.Tensor]:  # fmt: skip
-        """The minibatch at ``idx``: obs, chain, logp, advantages, returns."""
+                                               torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """The minibatch at ``idx``: obs, chain, logp, advantages, returns, time."""
         obs = {k: v[idx] for k, v in self.obs.items()}
-        return obs, self.chain[idx], self.logp[idx], self.advantages[idx], self.returns[idx]
+        time = self.time[idx] if self.time is not None else None
+        return obs, self.chain[idx], self.logp[idx], self.advantages[idx], self.returns[idx], time
 
 
 def ppo_update(
@@ -89,7 +99,7 @@ def ppo_update(
         perm = torch.from_numpy(rng.permutation(m))
         for start in range(0, m, cfg.minibatch_size):
             idx = perm[start : start + cfg.minibatch_size]
-            obs, chain, old_logp, adv, ret = batch.rows(idx)
+            obs, chain, old_logp, adv, ret, time = batch.rows(idx)
             logp, entropy, reg = agent.evaluate(obs, chain)
             log_ratio = logp - old_logp
             ratio = log_ratio.exp()
@@ -97,7 +107,7 @@ def ppo_update(
                 adv = (adv - adv.mean()) / (adv.std() + 1e-8)
             a = adv[:, None] * weights
             pg = torch.max(-a * ratio, -a * torch.clamp(ratio, 1 - clips, 1 + clips)).mean()
-            value = critic(agent.features(obs))
+            value = critic(agent.features(obs), time)
             v_loss = 0.5 * (value - ret).pow(2).mean()
             loss = cfg.vf_coef * v_loss
             if train_actor:
@@ -149,7 +159,8 @@ def _fit_critic(agent, critic: ValueCritic, optimizer: torch.optim.Optimizer, ba
         perm = torch.from_numpy(rng.permutation(m))
         for start in range(0, m, cfg.minibatch_size):
             idx = perm[start : start + cfg.minibatch_size]
-            v_loss = 0.5 * (critic(features[idx]) - batch.returns[idx]).pow(2).mean()
+            time = batch.time[idx] if batch.time is not None else None
+            v_loss = 0.5 * (critic(features[idx], time) - batch.returns[idx]).pow(2).mean()
             optimizer.zero_grad(set_to_none=True)
             (cfg.vf_coef * v_loss).backward()
             if cfg.max_grad_norm > 0:

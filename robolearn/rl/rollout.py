@@ -82,6 +82,9 @@ class Rollout:
     """(T·N, K+1, H, Da)"""
     logp: torch.Tensor
     """(T·N, J)"""
+    time: torch.Tensor
+    """(T·N,) elapsed fraction of the episode's step cap at each chunk-step (the critic's time input;
+    zeros without one)."""
     rewards: np.ndarray
     values: np.ndarray
     next_values: np.ndarray
@@ -91,12 +94,13 @@ class Rollout:
 
 @torch.no_grad()
 def collect(agent, critic, envs, n_steps: int, seeds: list[int], scaler=None,
-            bootstrap_step_cap: bool = False) -> tuple[Rollout, RolloutStats]:  # fmt: skip
+            bootstrap_step_cap: bool = False, step_cap: int = 0) -> tuple[Rollout, RolloutStats]:  # fmt: skip
     """Reset ``envs`` with ``seeds`` (one per env) and collect ``n_steps`` chunk-steps. ``scaler``
     (a :class:`~robolearn.rl.gae.RunningRewardScaler`) scales the rewards PPO sees; the stats keep the
     raw ones. ``bootstrap_step_cap``: an episode cut by its step cap bootstraps from V of its last
     observation; without it the cap ends the episode as a terminal step (the task's horizon, as eval
-    runs it). The iteration's own end always bootstraps."""
+    runs it). The iteration's own end always bootstraps. ``step_cap`` (env steps, > 0) gives the critic
+    the episode's elapsed fraction of it as an input (:attr:`Rollout.time`); 0 gives none."""
     pol = agent.policy
     keys = list(pol.input_features)
     start, n_exec = pol.config.exec_start, pol.config.n_action_steps
@@ -109,11 +113,19 @@ def collect(agent, critic, envs, n_steps: int, seeds: list[int], scaler=None,
     chains, logps = [], []
     rewards, values, next_values = (np.zeros((n_steps, n), np.float32) for _ in range(3))
     terminated, done = (np.zeros((n_steps, n), bool) for _ in range(2))
+    elapsed = np.zeros(n, np.float32)  # env steps into each env's episode
+    times = np.zeros((n_steps, n), np.float32)
+
+    def value(batch: dict[str, torch.Tensor], steps: np.ndarray) -> np.ndarray:
+        tf = torch.from_numpy(steps / step_cap) if step_cap else None
+        return critic(agent.features(batch), tf).numpy()
+
     for t in range(n_steps):
         batch = to_policy_obs(obs, keys)
         p0 = time.perf_counter()
         actions, chain, logp = agent.sample(batch)
-        values[t] = critic(agent.features(batch)).numpy()
+        times[t] = elapsed / step_cap if step_cap else 0.0
+        values[t] = value(batch, elapsed)
         stats.policy_seconds += time.perf_counter() - p0
         for k in keys:
             obs_rows[k].append(batch[k])
@@ -122,7 +134,9 @@ def collect(agent, critic, envs, n_steps: int, seeds: list[int], scaler=None,
         obs, reward, term, trunc, info = envs.step(actions[:, start : start + n_exec].numpy())
         term, trunc = np.asarray(term, bool), np.asarray(trunc, bool)
         d = term | trunc
-        stats.env_steps += int(np.sum(_final(info, d, "env_steps", n_exec)))
+        executed = _final(info, d, "env_steps", n_exec).astype(np.float32)
+        elapsed += executed
+        stats.env_steps += int(np.sum(executed))
         ep_ret += reward
         for i in np.flatnonzero(d):
             stats.successes.append(bool(_final(info, d, "episode_success", False)[i]))
@@ -134,9 +148,10 @@ def collect(agent, critic, envs, n_steps: int, seeds: list[int], scaler=None,
         cut = np.flatnonzero(trunc & ~term) if bootstrap_step_cap else []
         if len(cut):  # a step cap: bootstrap from the episode's last observation
             last = {k: np.stack([info["final_obs"][i][k] for i in cut]) for k in keys}
-            next_values[t, cut] = critic(agent.features(to_policy_obs(last, keys))).numpy()
+            next_values[t, cut] = value(to_policy_obs(last, keys), elapsed[cut])
+        elapsed[d] = 0.0
     # The iteration's end truncates every episode in progress: bootstrap from the observation after it.
-    final_v = critic(agent.features(to_policy_obs(obs, keys))).numpy()
+    final_v = value(to_policy_obs(obs, keys), elapsed)
     nxt = np.concatenate([values[1:], final_v[None]], axis=0)
     next_values = np.where(trunc_mask(terminated, done), next_values, nxt)
     stats.seconds = time.perf_counter() - t0
@@ -144,6 +159,7 @@ def collect(agent, critic, envs, n_steps: int, seeds: list[int], scaler=None,
         obs={k: torch.cat(v) for k, v in obs_rows.items()},
         chain=torch.cat(chains),
         logp=torch.cat(logps),
+        time=torch.from_numpy(times.reshape(-1)),
         rewards=rewards,
         values=values,
         next_values=next_values.astype(np.float32),

@@ -79,6 +79,23 @@ def rollout_env_config(policy, env_name: str, cfg: FinetuneConfig) -> Any:
     return dataclasses.replace(env_cfg, **fields)
 
 
+def episode_step_cap(env_name: str, env_cfg: Any) -> int:
+    """The episode cap in env steps of ``env_name`` built from ``env_cfg``: its ``max_episode_steps``,
+    or (0 there: the env's default) what a built env reports; 0 when it reports none."""
+    cap = int(getattr(env_cfg, "max_episode_steps", 0) or 0)
+    if cap > 0:
+        return cap
+    from robolearn.envs import make_env
+
+    env = make_env(env_name, env_cfg)
+    try:
+        inner = env.unwrapped
+        cap = getattr(inner, "max_episode_steps", None) or getattr(env.spec, "max_episode_steps", None)
+    finally:
+        env.close()
+    return int(cap or 0)
+
+
 class _Learner(torch.nn.Module):
     """Everything with weights, as one module for the training-state files."""
 
@@ -112,9 +129,9 @@ class FineTuner:
         self.env_cfg = rollout_env_config(policy, env_name, cfg)
         self.num_envs = cfg.num_envs or cfg.envs_per_worker * (os.cpu_count() or 1)
         self.agent = build_agent(policy, cfg)
-        self.critic = ValueCritic(
-            policy.config.n_obs_steps * policy.obs_encoder.out_dim, cfg.ppo.critic_hidden
-        )
+        self.step_cap = episode_step_cap(env_name, self.env_cfg) if cfg.ppo.critic_time else 0
+        self.critic = ValueCritic(policy.config.n_obs_steps * policy.obs_encoder.out_dim, cfg.ppo.critic_hidden,
+                                  time_input=self.step_cap > 0)  # fmt: skip
         self.learner = _Learner(self.agent, self.critic)
         groups = self.agent.param_groups(cfg.ppo.actor_lr, cfg.reinflow.noise_lr)
         groups.append({"params": list(self.critic.parameters()), "lr": cfg.ppo.critic_lr})
@@ -196,11 +213,11 @@ class FineTuner:
             self.scaler.ret[:] = 0.0  # every episode starts afresh at an iteration's reset
         self.learner.eval()
         roll, stats = collect(self.agent, self.critic, envs, cfg.n_steps, self._seeds(it), self.scaler,
-                              cfg.bootstraps_step_cap)  # fmt: skip
+                              cfg.bootstraps_step_cap, self.step_cap)  # fmt: skip
         adv, ret = compute_gae(roll.rewards, roll.values, roll.next_values, roll.terminated, roll.done,
                                cfg.ppo.gamma, cfg.ppo.gae_lambda)  # fmt: skip
         batch = Batch(roll.obs, roll.chain, roll.logp, torch.from_numpy(adv.reshape(-1)),
-                      torch.from_numpy(ret.reshape(-1)))  # fmt: skip
+                      torch.from_numpy(ret.reshape(-1)), roll.time if self.step_cap else None)  # fmt: skip
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, it])
         train_actor = it >= cfg.ppo.critic_warmup_iterations
@@ -247,4 +264,11 @@ def finetune(cfg: FinetuneConfig, policy, env_name: str, run: str | Path, **kwar
     return FineTuner(cfg, copy.deepcopy(policy), env_name, run, **kwargs).fit()
 
 
-__all__ = ["FineTuner", "FinetuneSummary", "build_agent", "finetune", "rollout_env_config"]
+__all__ = [
+    "FineTuner",
+    "FinetuneSummary",
+    "build_agent",
+    "episode_step_cap",
+    "finetune",
+    "rollout_env_config",
+]

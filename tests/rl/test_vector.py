@@ -122,3 +122,35 @@ def test_step_cap_bootstraps_only_when_episodes_end_at_success(terminate_on_succ
         assert cut.any() and (roll.next_values[cut] > 1).all()  # the cap bootstraps from V
     else:
         assert not cut.any() and roll.terminated[roll.done].all()  # the cap is terminal
+
+
+def test_the_critic_sees_the_elapsed_fraction_of_the_step_cap():
+    """V(s, t): each chunk-step records env steps elapsed / cap, back to 0 at every new episode."""
+    import torch
+    from toy_tasks import tiny_flow_policy
+
+    from robolearn.rl.config import FinetuneConfig
+    from robolearn.rl.ppo import ValueCritic
+    from robolearn.rl.reinflow import ReinFlowPolicy
+    from robolearn.rl.rollout import collect
+    from robolearn.rl.runner import episode_step_cap, rollout_env_config
+
+    torch.manual_seed(0)
+    policy = tiny_flow_policy()
+    env_cfg = rollout_env_config(policy, NAME, FinetuneConfig(max_episode_steps=8))
+    assert episode_step_cap(NAME, env_cfg) == 8
+    agent = ReinFlowPolicy(policy, sigma_min=0.05, sigma_max=0.1)
+    critic = ValueCritic(2, (8,), time_input=True)
+    envs = make_rollout_envs(NAME, env_cfg, 2, backend="sync", action_steps=2)
+    roll, _ = collect(agent, critic, envs, 10, [3, 4], step_cap=8)
+    envs.close()
+    times = roll.time.view(10, 2).numpy()
+    for i in range(2):
+        expected, t = [], 0.0
+        for step in range(10):
+            expected.append(t)
+            t = 0.0 if roll.done[step, i] else t + 2 / 8
+        np.testing.assert_allclose(times[:, i], expected)
+    assert roll.done.any() and times.max() == 0.75
+    with pytest.raises(ValueError, match="elapsed-time input"):
+        critic(torch.zeros(1, 2))
