@@ -141,6 +141,7 @@ class FinetuneConfig:
     def bootstraps_step_cap(self) -> bool:
         """:attr:`bootstrap_step_cap` resolved."""
         return self.terminate_on_success if self.bootstrap_step_cap is None else self.bootstrap_step_cap
+
     env_overrides: list[str] = field(default_factory=list)
     """Env config overrides ``key=value``, as ``eval --set``."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -149,6 +150,11 @@ class FinetuneConfig:
     """ReinFlow settings (used when ``algorithm: reinflow``)."""
     dppo: DPPOConfig = field(default_factory=DPPOConfig)
     """DPPO settings (used when ``algorithm: dppo``)."""
+    ema_decay: float = 0.0
+    """Average the fine-tuned weights over iterations, θ̄ ← d·θ̄ + (1 − d)·θ after each update, and write
+    θ̄ to the checkpoints (rollouts always run θ, as PPO needs). Noisy PPO steps make a policy's success
+    wander by several points between iterations; the average keeps the drift and damps the wander.
+    0: off, the checkpoints hold θ."""
     seed: int = 0
     """Seeds the noise, the minibatch order and each iteration's env seeds."""
     save_every: int = 10
@@ -161,6 +167,7 @@ class FinetuneConfig:
             "iterations": self.iterations >= 1,
             "num_envs": self.num_envs >= 0,
             "envs_per_worker": self.envs_per_worker >= 1,
+            "ema_decay": 0.0 <= self.ema_decay < 1.0,
             "n_steps": self.n_steps >= 1,
             "save_every": self.save_every >= 1,
             "log_every": self.log_every >= 1,

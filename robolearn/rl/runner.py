@@ -99,9 +99,9 @@ def episode_step_cap(env_name: str, env_cfg: Any) -> int:
 class _Learner(torch.nn.Module):
     """Everything with weights, as one module for the training-state files."""
 
-    def __init__(self, agent, critic):
+    def __init__(self, agent, critic, average=None):
         super().__init__()
-        self.agent, self.critic = agent, critic
+        self.agent, self.critic, self.average = agent, critic, average
 
 
 class FineTuner:
@@ -132,7 +132,9 @@ class FineTuner:
         self.step_cap = episode_step_cap(env_name, self.env_cfg) if cfg.ppo.critic_time else 0
         self.critic = ValueCritic(policy.config.n_obs_steps * policy.obs_encoder.out_dim, cfg.ppo.critic_hidden,
                                   time_input=self.step_cap > 0)  # fmt: skip
-        self.learner = _Learner(self.agent, self.critic)
+        # The averaged weights (cfg.ema_decay): a frozen copy of the chain policy that checkpoints write.
+        self.average = copy.deepcopy(self.agent).requires_grad_(False) if cfg.ema_decay > 0 else None
+        self.learner = _Learner(self.agent, self.critic, self.average)
         groups = self.agent.param_groups(cfg.ppo.actor_lr, cfg.reinflow.noise_lr)
         groups.append({"params": list(self.critic.parameters()), "lr": cfg.ppo.critic_lr})
         self.optimizer = torch.optim.Adam(groups, eps=1e-5)
@@ -223,6 +225,10 @@ class FineTuner:
         train_actor = it >= cfg.ppo.critic_warmup_iterations
         metrics = ppo_update(self.agent, self.critic, self.optimizer, batch, cfg.ppo, rng, train_actor)
         self.scheduler.step()
+        if self.average is not None:
+            with torch.no_grad():
+                for mine, online in zip(self.average.parameters(), self.agent.parameters(), strict=True):
+                    mine.lerp_(online, 1.0 - cfg.ema_decay)
         update_s = time.perf_counter() - t0
         self.env_steps += stats.env_steps
         row = {"step": it + 1, "env_steps_total": self.env_steps, **stats.summary(),
@@ -240,7 +246,7 @@ class FineTuner:
         tmp = self.run_dir / "checkpoints" / f".tmp-{it}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        self.agent.save_policy(tmp)
+        (self.average if self.average is not None else self.agent).save_policy(tmp)
         record_source(tmp, [self.env_name])
         save_training_state(tmp / STATE_DIR, self.learner, self.optimizer, self.scheduler, None, it)
         rl_state = {"env_steps": self.env_steps, "scaler": self.scaler.state_dict() if self.scaler else None}

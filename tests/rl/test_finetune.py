@@ -48,10 +48,10 @@ def test_ppo_iterations_raise_the_success_of_a_tiny_task(tmp_path):
     assert (tmp_path / "run" / "tensorboard").is_dir()
 
 
-@pytest.mark.parametrize("algorithm", ["reinflow", "dppo"])
-def test_resume_repeats_the_straight_run(tmp_path, algorithm):
+@pytest.mark.parametrize("algorithm,ema", [("reinflow", 0.0), ("dppo", 0.0), ("reinflow", 0.5)])
+def test_resume_repeats_the_straight_run(tmp_path, algorithm, ema):
     make = tiny_flow_policy if algorithm == "reinflow" else tiny_diffusion_policy
-    cfg = dict(algorithm=algorithm, n_steps=16, save_every=1)
+    cfg = dict(algorithm=algorithm, n_steps=16, save_every=1, ema_decay=ema)
     FineTuner(
         _cfg(iterations=3, **cfg), make(), NAME, tmp_path / "straight", backend="sync", progress=False
     ).fit()
@@ -70,6 +70,33 @@ def test_resume_repeats_the_straight_run(tmp_path, algorithm):
         return [{k: v for k, v in r.items() if not k.endswith(TIMING)} for r in read_metrics(run)]
 
     assert untimed(tmp_path / "straight") == untimed(tmp_path / "resumed")
+
+
+def test_checkpoints_hold_the_averaged_weights(tmp_path):
+    """With ema_decay d the checkpoint after each update holds θ̄ ← d·θ̄ + (1 − d)·θ, from θ̄ = the
+    pretrained weights; the online θ that rolled out differs from it."""
+    policy = tiny_flow_policy()
+    start = {k: v.clone() for k, v in policy.state_dict().items()}
+    tuner = FineTuner(_cfg(iterations=2, n_steps=16, save_every=1, ema_decay=0.5), policy, NAME, tmp_path / "run",
+                      backend="sync", progress=False)  # fmt: skip
+    online = []
+    envs = tuner.make_envs()
+    try:
+        for _ in range(2):
+            tuner.iterate(envs)
+            online.append({k: v.clone() for k, v in tuner.agent.policy.state_dict().items()})
+            tuner._save()
+    finally:
+        envs.close()
+    saved = load_file(tmp_path / "run" / "checkpoints" / "2" / "model.safetensors")
+    moved = 0
+    for k, w0 in start.items():
+        if k not in saved or not w0.is_floating_point():
+            continue
+        expected = 0.5 * (0.5 * w0 + 0.5 * online[0][k]) + 0.5 * online[1][k]
+        torch.testing.assert_close(saved[k], expected)
+        moved += int(not torch.equal(saved[k], online[1][k]))
+    assert moved > 0
 
 
 def _robolearn(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
