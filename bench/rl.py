@@ -4,7 +4,7 @@ In one run, on one task (``franka-lift``, state observations):
 
 - **raw env rate**: ``bench sim``'s figure, env steps/s of one env under random actions in this process;
 - **rollout rate**: env steps/s while ``finetune`` collects rollouts (policy sampling, value estimates,
-  one env worker process per core, chunked steps), and its ratio to the raw rate (goal ≥ 50%);
+  one env worker process per core holding 2 envs each, chunked steps), and its ratio to the raw rate (goal ≥ 50%);
 - **update time** per iteration (the PPO epochs), and the whole iteration;
 - **ReinFlow vs DPPO**: the recipes ``policies/reinflow_lift.yaml`` and ``policies/dppo_lift.yaml`` on
   the same env budget per iteration (their ``n_steps``, env count, epochs and minibatches), with the
@@ -149,7 +149,7 @@ def _print(r: dict, quick: bool) -> None:
     print(f"  raw env rate (bench sim, one process, random actions): {r['raw_env_steps_per_s']:8.0f} steps/s")
     for name in ALGORITHMS:
         a = r[name]
-        print(f"  {name:<10} rollouts {a['rollout_env_steps_per_s']:7.0f} env steps/s ({a['num_envs']} env workers, "
+        print(f"  {name:<10} rollouts {a['rollout_env_steps_per_s']:7.0f} env steps/s ({a['num_envs']} envs in {min(a['num_envs'], os.cpu_count() or 1)} worker processes, "
               f"policy {a['policy_s_per_iteration']:.2f}s of {a['rollout_s_per_iteration']:.2f}s)"
               f" | update {a['update_s_per_iteration']:.2f}s | iteration {a['iteration_s']:.2f}s"
               f" for {a['env_steps_per_iteration']:.0f} env steps")  # fmt: skip
