@@ -24,15 +24,13 @@ Shapes: B batch, K samples, H horizon, Da action dim, To observation steps.
 
 from __future__ import annotations
 
-import copy
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
+from robolearn.rl.wrapper import ChunkPolicyWrapper
 from robolearn.types import ACTION
 
 KINDS = ("flow", "diffusion")
@@ -82,7 +80,7 @@ def check_composable(policy_a: Any, policy_b: Any) -> str:
     return kind_a
 
 
-class ComposedPolicy(nn.Module):
+class ComposedPolicy(ChunkPolicyWrapper):
     """``weight``·A + (1 − ``weight``)·B at every denoising step (module docstring).
 
     It has the Policy interface (``config``, ``input_features``, ``check_features``,
@@ -94,30 +92,16 @@ class ComposedPolicy(nn.Module):
     def __init__(
         self, policy_a: Any, policy_b: Any, weight: float, generator: torch.Generator | None = None
     ) -> None:
-        super().__init__()
         weight = float(weight)
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"weight: expected in [0, 1], found {weight}")
-        self.kind = check_composable(policy_a, policy_b)
+        kind = check_composable(policy_a, policy_b)
+        super().__init__(policy_a.config, policy_b.config.input_features)
+        self.kind = kind
         self.policy_a, self.policy_b, self.weight, self.generator = policy_a, policy_b, weight, generator
-        self.config = copy.deepcopy(policy_a.config)
-        extra = {k: tuple(v) for k, v in policy_b.config.input_features.items()
-                 if k not in self.config.input_features}  # fmt: skip
-        self.config.input_features = {**dict(self.config.input_features), **extra}
         self.name = f"composed-{self.kind}"
-        self._queue: deque[torch.Tensor] = deque()
-        self._frames: deque[dict[str, torch.Tensor]] = deque()
 
     # ----------------------------------------------------------------------------- description
-    @property
-    def input_features(self) -> dict[str, tuple[int, ...]]:
-        """A's observation features plus B's."""
-        return dict(self.config.input_features)
-
-    @property
-    def action_dim(self) -> int:
-        return self.config.action_dim
-
     @property
     def device(self) -> torch.device:
         return self.policy_a.device
@@ -201,35 +185,9 @@ class ComposedPolicy(nn.Module):
         actions = a.normalizer.unnormalize(ACTION, y)
         return actions if num_samples is None else actions.view(n, num_samples, *chunk)
 
-    @torch.inference_mode()
-    def select_action(self, obs: Mapping[str, Any]) -> torch.Tensor:
-        """The action (B, Da) to execute now. ``obs``: full windows (B, To, ...) or the current frame
-        (B, ...), of which the last To are kept (the first repeated after :meth:`reset`)."""
-        key, shape = next(iter(self.config.input_features.items()))
-        to = self.config.n_obs_steps
-        if obs[key].dim() == len(shape) + 1:
-            frame = {k: obs[k] for k in self.config.input_features}
-            if not self._frames:
-                self._frames.extend([frame] * to)
-            else:
-                self._frames.append(frame)
-                while len(self._frames) > to:
-                    self._frames.popleft()
-            window = {k: torch.stack([f[k] for f in self._frames], dim=1) for k in frame}
-        else:
-            window = obs
-        if not self._queue:
-            chunk = self.predict_action_chunk(window)
-            start = self.config.exec_start
-            self._queue.extend(chunk[:, start : start + self.config.n_action_steps].unbind(1))
-        return self._queue.popleft()
-
-    def reset(self) -> None:
-        """Reset both policies and forget queued actions and frames."""
+    def _reset_wrapped(self) -> None:
         self.policy_a.reset()
         self.policy_b.reset()
-        self._queue.clear()
-        self._frames.clear()
 
 
 # --------------------------------------------------------------------------------- weight search

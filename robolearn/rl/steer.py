@@ -16,18 +16,16 @@ Shapes: B batch, K samples, H horizon, Da action dim, To observation steps.
 
 from __future__ import annotations
 
-import copy
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import nn
 
 from robolearn.rl.critic import ChunkCritic
+from robolearn.rl.wrapper import ChunkPolicyWrapper
 
 
-class SteeredPolicy(nn.Module):
+class SteeredPolicy(ChunkPolicyWrapper):
     """``policy`` steered by ``critic`` over ``num_samples`` candidate chunks (module docstring).
 
     ``temperature=None`` (or 0) executes the argmax; a positive one samples softmax(Q / T), drawn
@@ -43,7 +41,6 @@ class SteeredPolicy(nn.Module):
         temperature: float | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__()
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, found {num_samples}")
         if temperature is not None and temperature < 0:
@@ -59,27 +56,14 @@ class SteeredPolicy(nn.Module):
                 f"critic chunk {critic.config.chunk} is longer than the policy's executable chunk "
                 f"(horizon {cfg.horizon} - exec_start {cfg.exec_start} = {room})"
             )
+        super().__init__(cfg, critic.input_features)
         self.policy, self.critic = policy, critic
         self.num_samples, self.temperature, self.generator = num_samples, temperature, generator
-        self.config = copy.deepcopy(cfg)
-        extra = {k: tuple(v) for k, v in critic.input_features.items() if k not in cfg.input_features}
-        self.config.input_features = {**dict(cfg.input_features), **extra}
         self.name = str(getattr(policy, "name", "") or type(policy).__name__)
         self.last_scores: torch.Tensor | None = None
         self.last_index: torch.Tensor | None = None
-        self._queue: deque[torch.Tensor] = deque()
-        self._frames: deque[dict[str, torch.Tensor]] = deque()
 
     # ----------------------------------------------------------------------------- description
-    @property
-    def input_features(self) -> dict[str, tuple[int, ...]]:
-        """The policy's observation features plus the critic's."""
-        return dict(self.config.input_features)
-
-    @property
-    def action_dim(self) -> int:
-        return self.config.action_dim
-
     @property
     def device(self) -> torch.device:
         return getattr(self.policy, "device", self.critic.device)
@@ -119,34 +103,8 @@ class SteeredPolicy(nn.Module):
         self.last_index = index.reshape(b, m) if num_samples else index
         return chosen.reshape(b, m, *chosen.shape[1:]) if num_samples else chosen
 
-    @torch.inference_mode()
-    def select_action(self, obs: Mapping[str, Any]) -> torch.Tensor:
-        """The action (B, Da) to execute now. ``obs``: full windows (B, To, ...) or the current frame
-        (B, ...), of which the last To are kept (the first repeated after :meth:`reset`)."""
-        key, shape = next(iter(self.config.input_features.items()))
-        to = self.config.n_obs_steps
-        if obs[key].dim() == len(shape) + 1:
-            frame = {k: obs[k] for k in self.config.input_features}
-            if not self._frames:
-                self._frames.extend([frame] * to)
-            else:
-                self._frames.append(frame)
-                while len(self._frames) > to:
-                    self._frames.popleft()
-            window = {k: torch.stack([f[k] for f in self._frames], dim=1) for k in frame}
-        else:
-            window = obs
-        if not self._queue:
-            chunk = self.predict_action_chunk(window)
-            start = self.config.exec_start
-            self._queue.extend(chunk[:, start : start + self.config.n_action_steps].unbind(1))
-        return self._queue.popleft()
-
-    def reset(self) -> None:
-        """Reset the wrapped policy and forget queued actions and frames."""
+    def _reset_wrapped(self) -> None:
         self.policy.reset()
-        self._queue.clear()
-        self._frames.clear()
 
 
 def _repeat(x: Any, m: int) -> Any:
