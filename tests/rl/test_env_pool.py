@@ -15,6 +15,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from same_outputs import assert_same
 from toy_tasks import NAME, ToyConfig
 
 from robolearn.envs import env_config, make_env
@@ -38,21 +39,6 @@ def _gone(pids: list[int], timeout_s: float = 15.0) -> bool:
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.1)
     return not any(_alive(p) for p in pids)
-
-
-def assert_same(a, b, path: str = "") -> None:
-    """Nested dicts / tuples / (object) arrays hold equal values of the same dtypes."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), (path, set(a) ^ set(b))
-        for k in a:
-            assert_same(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, (tuple, list)) or (isinstance(a, np.ndarray) and a.dtype == object):
-        assert len(a) == len(b), path
-        for x, y in zip(a, b, strict=True):
-            assert_same(x, y, path)
-    else:
-        assert type(a) is type(b) or np.asarray(a).dtype == np.asarray(b).dtype, (path, type(a), type(b))
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=path)
 
 
 def _trace(envs, seeds: list[int], actions: np.ndarray, close: bool = True) -> list:

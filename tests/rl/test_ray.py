@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import ray
 import torch
+from same_outputs import assert_same
 
 from robolearn.cli import main
 from robolearn.envs import env_config, make_env
@@ -92,21 +93,6 @@ def _is_ray(pid: int) -> bool:
         return b"ray" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-
-
-def assert_same(a, b, path: str = "") -> None:
-    """Nested dicts / tuples / (object) arrays of the two backends hold equal values."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), (path, set(a) ^ set(b))
-        for k in a:
-            assert_same(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, (tuple, list)) or (isinstance(a, np.ndarray) and a.dtype == object):
-        assert len(a) == len(b), path
-        for x, y in zip(a, b, strict=True):
-            assert_same(x, y, path)
-    else:
-        assert type(a) is type(b) or np.asarray(a).dtype == np.asarray(b).dtype, (path, type(a), type(b))
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=path)
 
 
 def test_ray_vector_env_matches_the_process_backend(ray_cluster):
