@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read when huggingface_hub is imported
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -108,19 +109,26 @@ def train(policy, b, steps: int, lr: float = 3e-3) -> None:
 
 
 # ------------------------------------------------------------------------------------ backbones
-def test_real_backbones_from_local_folders_round_trip(tmp_path):
-    """Tiny SigLIP and Llama saved with save_pretrained, loaded by folder, then a VLA checkpoint that
-    rebuilds with those folders gone and gives identical outputs."""
+def _saved_tiny_backbones(folder: Path, seed: int):
+    """A tiny SigLIP tower and Llama LM saved with ``save_pretrained`` under ``folder``/siglip and
+    ``folder``/llama (with a word tokenizer over the instructions); returns both models, in eval mode."""
     from transformers import LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
     from robolearn.policies.vla.tokenizer import word_tokenizer
 
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     vision = SiglipVisionModel(SiglipVisionConfig(**TINY_SIGLIP)).eval()
     lm = LlamaForCausalLM(LlamaConfig(**TINY_LM)).eval()
-    vision.save_pretrained(tmp_path / "siglip")
-    lm.save_pretrained(tmp_path / "llama")
-    word_tokenizer(INSTRUCTIONS, 32).save(str(tmp_path / "llama" / "tokenizer.json"))
+    vision.save_pretrained(folder / "siglip")
+    lm.save_pretrained(folder / "llama")
+    word_tokenizer(INSTRUCTIONS, 32).save(str(folder / "llama" / "tokenizer.json"))
+    return vision, lm
+
+
+def test_real_backbones_from_local_folders_round_trip(tmp_path):
+    """Tiny SigLIP and Llama saved with save_pretrained, loaded by folder, then a VLA checkpoint that
+    rebuilds with those folders gone and gives identical outputs."""
+    vision, lm = _saved_tiny_backbones(tmp_path, seed=1)
     cfg = tiny_config(
         vision=VisionTowerConfig(kind="siglip", pretrained=str(tmp_path / "siglip")),
         language=LanguageConfig(pretrained=str(tmp_path / "llama")),
@@ -157,17 +165,10 @@ def test_constructor_never_loads_pretrained_weights_the_factory_does(tmp_path):
     """``VLAPolicy(cfg)`` with ``pretrained`` folders builds random weights (what a checkpoint reload
     uses); ``VLAPolicy.from_backbones`` loads them, LoRA-wrapped layers included; its checkpoint
     reloads offline with the folders gone."""
-    from transformers import LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
-
     from robolearn.policies.vla.model import VLAPolicy
     from robolearn.policies.vla.tokenizer import word_tokenizer
 
-    torch.manual_seed(2)
-    vision = SiglipVisionModel(SiglipVisionConfig(**TINY_SIGLIP)).eval()
-    lm = LlamaForCausalLM(LlamaConfig(**TINY_LM)).eval()
-    vision.save_pretrained(tmp_path / "siglip")
-    lm.save_pretrained(tmp_path / "llama")
-    word_tokenizer(INSTRUCTIONS, 32).save(str(tmp_path / "llama" / "tokenizer.json"))
+    vision, lm = _saved_tiny_backbones(tmp_path, seed=2)
     cfg = tiny_config(
         vision=VisionTowerConfig(kind="siglip", pretrained=str(tmp_path / "siglip"), hf_config=dict(TINY_SIGLIP)),
         language=LanguageConfig(pretrained=str(tmp_path / "llama"), hf_config=dict(TINY_LM), lora_rank=2),
