@@ -203,6 +203,40 @@ def test_same_scene_other_instruction_moves_the_other_cube():
         env.close()
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_swap_target_keeps_the_scene_and_names_the_other_cube(task):
+    """The grounding probe: the same pixels and cube layout, another cube named, success on that one
+    (the expert, which reads the instruction, still succeeds)."""
+    name = f"franka-{task}-d2"
+    base = env_config(name, cameras=("front",))
+    swapped_cfg = env_config(name, cameras=("front",), overrides=["extra.swap_target=1"])
+    plain, swapped = make_env(name, base), make_env(name, swapped_cfg)
+    expert = make_expert(swapped_cfg)
+    try:
+        for seed in range(3):
+            o0, _ = plain.reset(seed=seed)
+            o1, _ = swapped.reset(seed=seed)
+            assert np.array_equal(o0[types.image_key("front")], o1[types.image_key("front")])
+            assert np.array_equal(o0[types.OBS_ENV_STATE], o1[types.OBS_ENV_STATE])  # the same colour slots
+            was, now = named_cubes(task, o0[types.TASK]), named_cubes(task, o1[types.TASK])
+            assert was[0] != now[0] and was[1:] == now[1:]
+            assert plain.task.state.cubes[now[0]].startswith("distractor")
+            assert swapped.task.state.cubes[now[0]] == "cube_a"
+            ep = rollout(swapped, expert, seed, expert.reset, post_success_steps=20)
+            assert ep.success, (task, seed)
+            es = np.stack([f[types.OBS_ENV_STATE] for f in ep.frames])
+            moved = np.abs(_slot(es[-1], now[0])[1:4] - _slot(es[0], now[0])[1:4]).max()
+            still = np.abs(_slot(es[-1], was[0])[1:4] - _slot(es[0], was[0])[1:4]).max()
+            # the formerly named cube stays put (push may graze it: distractors are kept off the
+            # lane of the cube drawn as the target, and the swap moved it onto the other one's spot)
+            assert moved > 0.03 and still < (0.015 if task == "push" else 2e-3), (seed, moved, still)
+    finally:
+        plain.close()
+        swapped.close()
+    with pytest.raises(ValueError, match="swap_target needs extra.distractors >= 1"):
+        make_env("franka-lift", env_config("franka-lift", extra={"swap_target": 1}))
+
+
 def test_stack_without_distractors_needs_the_instruction_from_images():
     """franka-stack draws both colours per episode: which cube goes on which is in the instruction
     (and in the state's cube_a-first order), never in a fixed colour a camera could learn."""

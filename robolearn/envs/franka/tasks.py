@@ -7,6 +7,7 @@ Object positions and colours are drawn from the episode's seeded generator.
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 
@@ -135,6 +136,9 @@ class Task(ABC):
             extra_cubes = tuple(f"distractor_{k}" for k in range(self.distractors))
             self.spec = replace(self.spec, cubes=self.spec.cubes + extra_cubes)
             self.env_state_dim = len(SLOT_ENV_STATE_NAMES)
+        self.swap_target = bool(self.params.get("swap_target", 0))
+        if self.swap_target and not self.distractors:
+            raise ValueError(f"task {self.name!r}: extra.swap_target needs extra.distractors >= 1")
         self.h: SceneHandles | None = None
         self.state = TaskState()
         self._placed: dict[str, str] = {}
@@ -161,11 +165,29 @@ class Task(ABC):
         self.sample(rng, data)
         if self.distractors:
             self._sample_distractors(rng, data)
+            if self.swap_target:
+                self._swap_target(data)
         self.state.cubes = dict(self._placed)
         width = len(SLOT_FIELDS)
         self._slots = sorted(
             (CUBE_COLOURS.index(c) * width, int(self.h.cube_qpos[cube])) for c, cube in self._placed.items()
         )
+
+    def _swap_target(self, data: mujoco.MjData) -> None:
+        """The grounding probe (``extra.swap_target``): the target cube and ``distractor_0`` trade poses
+        and colours, so the scene looks exactly as drawn, but the instruction now names the cube
+        that was a distractor, and success is judged on that one."""
+        a, b = self.h.cube_qpos["cube_a"], self.h.cube_qpos["distractor_0"]
+        pose_a = data.qpos[a : a + 7].copy()
+        data.qpos[a : a + 7] = data.qpos[b : b + 7]
+        data.qpos[b : b + 7] = pose_a
+        ga, gb = self.h.cube_geom["cube_a"], self.h.cube_geom["distractor_0"]
+        self.model.geom_rgba[[ga, gb]] = self.model.geom_rgba[[gb, ga]]
+        old = self.state.colours[0]
+        new = next(c for c, cube in self._placed.items() if cube == "distractor_0")
+        self._placed[old], self._placed[new] = "distractor_0", "cube_a"
+        self.state.colours = (new, *self.state.colours[1:])
+        self.state.instruction = re.sub(rf"\b{old}\b", new, self.state.instruction, count=1)
 
     def keep_clear(self, data: mujoco.MjData) -> list[tuple[np.ndarray, np.ndarray, float]]:
         """Segments ``(a, b, radius)`` on the table (xy) that distractors stay out of: by default a
@@ -264,7 +286,7 @@ class LiftTask(Task):
     spec = SceneSpec(cubes=("cube_a",))
     episode_steps = 100
     env_state_dim = 7
-    knobs = {"success_height": 0.08, "distractors": 0.0}
+    knobs = {"success_height": 0.08, "distractors": 0.0, "swap_target": 0.0}
 
     def sample(self, rng, data):
         colour = _NAMES[rng.integers(len(_NAMES))]
@@ -318,7 +340,7 @@ class PushTask(_GoalTask):
     name = "push"
     episode_steps = 150
     verb = "push"
-    knobs = {"success_dist": 0.05, "distractors": 0.0}
+    knobs = {"success_dist": 0.05, "distractors": 0.0, "swap_target": 0.0}
 
     def keep_clear(self, data):
         # The pusher lowers behind the cube and drives it along the cube-goal line: keep that lane free.
@@ -341,7 +363,7 @@ class PickPlaceTask(_GoalTask):
     episode_steps = 150
     verb = "put"
     min_goal_dist = 0.15
-    knobs = {"success_dist": 0.04, "distractors": 0.0}
+    knobs = {"success_dist": 0.04, "distractors": 0.0, "swap_target": 0.0}
 
     def sample(self, rng, data):
         super().sample(rng, data)
@@ -362,7 +384,7 @@ class StackTask(Task):
     spec = SceneSpec(cubes=("cube_a", "cube_b"))
     episode_steps = 200
     env_state_dim = 14
-    knobs = {"success_xy": 0.02, "distractors": 0.0}
+    knobs = {"success_xy": 0.02, "distractors": 0.0, "swap_target": 0.0}
 
     def sample(self, rng, data):
         i, j = rng.choice(len(_NAMES), size=2, replace=False)
