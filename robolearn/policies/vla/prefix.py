@@ -100,6 +100,9 @@ class PrefixEncoder(nn.Module):
                 backbones.freeze(self.tower, self.tower.layers(), cfg.vision.train_last_layers)
             self.tokens_per_image = self._probe(tuple(image_shapes[self.image_keys[0]]))
             token_dim = self.tower.out_dim
+            # frozen conv features are O(10) (EfficientNet's map reaches ~50): normalized per token, so
+            # the keypoint scores and the projector start from unit-scale inputs
+            self.token_norm = nn.LayerNorm(token_dim)
             self.keypoints: KeypointTokens | None = None
             if cfg.vision.keypoints > 0:
                 self.keypoints = KeypointTokens(token_dim, self.tokens_per_image, cfg.vision.keypoints)
@@ -248,7 +251,7 @@ class PrefixEncoder(nn.Module):
         parts: list[torch.Tensor] = []
         b = len(tasks)
         if self.image_keys:
-            feats = self.image_features([obs[k] for k in self.image_keys], cache_keys)
+            feats = self.token_norm(self.image_features([obs[k] for k in self.image_keys], cache_keys))
             if self.keypoints is not None:  # trainable, so after the cache of frozen features
                 feats = self.keypoints(feats.flatten(0, 2)).view(*feats.shape[:3], *self.keypoints_shape)
             parts.append(self.img_proj(feats).flatten(1, 3))  # (B, To·C·P, E)
