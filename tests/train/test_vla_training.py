@@ -164,3 +164,41 @@ def test_a_skipped_frame_without_cached_features_is_an_error():
     batch[PIXELS_SKIPPED] = torch.tensor([False, False])
     policy.compute_loss(batch)
     assert policy.pixels_needed([(0, 0), (0, 1), (0, 2)]) == [False, False, True]
+
+
+def test_the_warm_up_pass_goes_in_order_and_stops_when_the_cache_is_full():
+    from robolearn.train.skip_decode import warm_feature_cache
+
+    class Frames(torch.utils.data.Dataset):
+        def __len__(self):
+            return 20
+
+        def __getitem__(self, i):
+            return {"index": torch.tensor(100 + i)}
+
+        def frame_key(self, i):
+            return 0, 100 + i
+
+    class Cache:  # holds 10 frames, like a feature_cache_mb budget
+        training = False
+
+        def __init__(self):
+            self.keys, self.seen = {(0, 103)}, []
+
+        def pixels_needed(self, keys):
+            return [k not in self.keys for k in keys]
+
+        def cache_frame_features(self, batch):
+            for i in batch["index"].tolist():
+                self.seen.append(i)
+                if len(self.keys) < 10:
+                    self.keys.add((0, i))
+
+        def train(self, mode=True):
+            self.training = mode
+
+    policy = Cache()
+    done = warm_feature_cache(policy, Frames(), 4, 0, torch.device("cpu"), show=False)
+    # frame 103 was cached already; batches of 4 in dataset order until one finds the budget full
+    assert policy.seen == [100, 101, 102, 104, 105, 106, 107, 108, 109, 110, 111, 112] and done == 12
+    assert len(policy.keys) == 10 and policy.training is False
