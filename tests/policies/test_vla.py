@@ -310,6 +310,35 @@ def test_minilm_pypi_embeds_similar_instructions_closer():
     assert not calls
 
 
+def test_frozen_sentence_embeddings_are_centred_on_the_training_instructions():
+    from robolearn.policies.vla.backbones import resolve_configs
+    from robolearn.policies.vla.prefix import PrefixEncoder
+
+    cfg = tiny_config(
+        images=False, vision=VisionTowerConfig(kind="none"),
+        language=LanguageConfig(kind="sentence_encoder", pretrained="pypi", freeze=True),
+    )  # fmt: skip
+    resolve_configs(cfg.vision, cfg.language)
+    enc = PrefixEncoder(cfg, {}, DS)
+    enc.load_pretrained_backbones()
+    texts = [f"lift the {c} cube" for c in ("red", "green", "blue")]
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        raw = torch.nn.functional.normalize(enc._sentence_embed(texts, cpu), dim=-1)
+        enc.fit_instructions(texts * 2)
+        centred = (enc._sentence_embed(texts, cpu) - enc.instr_mean) / enc.instr_scale
+    assert (raw @ raw.T).min() > 0.9  # as MiniLM embeds them: one colour word apart
+    unit = torch.nn.functional.normalize(centred, dim=-1)
+    off_diagonal = (unit @ unit.T)[~torch.eye(3, dtype=torch.bool)]
+    assert off_diagonal.max() < 0.0  # centred on their mean: they point apart
+    assert torch.allclose(centred.mean(0), torch.zeros(384), atol=1e-5)
+    assert torch.allclose(centred.pow(2).sum(-1).mean(), torch.tensor(1.0), atol=1e-4)
+    assert {"instr_mean", "instr_scale"} <= set(enc.state_dict())  # saved with the checkpoint
+    with torch.no_grad():  # what the projector sees is the centred embedding
+        tokens, _ = enc.instruction_tokens(texts[:1], cpu)
+        assert torch.allclose(tokens[0, 0], enc.instr_proj(centred[0]), atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------ heads
 @pytest.mark.parametrize("head", ["flow", "parallel", "tokens"])
 def test_each_head_loss_falls(head):

@@ -84,6 +84,11 @@ class PrefixEncoder(nn.Module):
         elif lang.freeze:
             backbones.freeze(self.lm, backbones.lm_layers(self.lm), lang.train_last_layers)
         self._instr_cache: dict[str, torch.Tensor] = {}
+        # A frozen sentence encoder's embeddings of one task's instructions are ~0.95 cosine-similar
+        # ("lift the red cube" / "... green ..."): centred on the training instructions' mean and
+        # scaled to unit RMS (fit_instructions), what tells them apart is what reaches the policy.
+        self.register_buffer("instr_mean", torch.zeros(lm_width))
+        self.register_buffer("instr_scale", torch.ones(()))
 
         self.image_keys = sorted(image_shapes) if cfg.vision.kind != "none" else []
         self.tower: nn.Module | None = None
@@ -164,6 +169,16 @@ class PrefixEncoder(nn.Module):
         only, and only once: a fitted or pretrained tokenizer is kept)."""
         if self.word_level and toks.is_unfitted_word_tokenizer(self.tokenizer):
             self.tokenizer = toks.word_tokenizer(texts, self.cfg.language.vocab_words)
+        distinct = sorted(set(texts))
+        if self.causal or self._lm_trains() or len(distinct) < 2:
+            return
+        with torch.no_grad():
+            emb = self._sentence_embed(distinct, self.instr_mean.device)
+            self.instr_mean.copy_(emb.mean(0))
+            self.instr_scale.copy_((emb - emb.mean(0)).pow(2).sum(-1).mean().sqrt().clamp_min(1e-6))
+
+    def _lm_trains(self) -> bool:
+        return any(p.requires_grad for p in self.lm.parameters())
 
     def image_features(
         self, images: Sequence[torch.Tensor], cache_keys: Sequence[tuple[int, int]] | None = None
@@ -224,6 +239,8 @@ class PrefixEncoder(nn.Module):
             self._instr_cache.update({k: v.detach() for k, v in fresh.items()})
             fresh = self._instr_cache
         emb = torch.stack([fresh[t].to(device) for t in tasks])[:, None]
+        if frozen:
+            emb = (emb - self.instr_mean) / self.instr_scale
         return self.instr_proj(emb), torch.ones(len(tasks), 1, dtype=torch.bool, device=device)
 
     def _sentence_embed(self, texts: list[str], device: torch.device) -> torch.Tensor:
