@@ -274,6 +274,24 @@ def test_keypoint_tokens_find_where_a_feature_is_and_what_it_is():
     assert torch.allclose(out[0, :, 4], torch.tensor([7.0, 8.0]), atol=1e-2)  # the features found there
 
 
+def test_instruction_conditioned_keypoints_look_for_what_the_words_name():
+    from robolearn.policies.vla.prefix import KeypointTokens
+
+    pool = KeypointTokens(channels=2, num_tokens=16, keypoints=1, cond_dim=2)
+    tokens = torch.zeros(2, 16, 2)
+    tokens[:, 1 * 4 + 3, 0] = 1.0  # "red" at row 1, column 3
+    tokens[:, 2 * 4 + 0, 1] = 1.0  # "blue" at row 2, column 0
+    cond = torch.eye(2)  # the two instructions
+    assert torch.equal(pool(tokens, cond)[0], pool(tokens, cond)[1])  # the shift starts at zero
+    with torch.no_grad():
+        pool.score.weight.zero_()
+        pool.cond.weight.copy_(50 * torch.eye(2))  # instruction i shifts the query to channel i
+    out = pool(tokens, cond)
+    grid = torch.linspace(-1, 1, 4)
+    assert torch.allclose(out[0, 0, :2], torch.stack([grid[3], grid[1]]), atol=1e-3)
+    assert torch.allclose(out[1, 0, :2], torch.stack([grid[0], grid[2]]), atol=1e-3)
+
+
 def test_keypoint_tokens_train_on_cached_tower_features():
     vision = VisionTowerConfig(hf_config=dict(TINY_SIGLIP), freeze=True, keypoints=3)
     policy = build(tiny_config(vision=vision)).train()

@@ -49,6 +49,9 @@ class VisionTowerConfig:
     """Trainable spatial-softmax pooling after the (cached) tower: K learned attention maps over each
     image's token grid, each giving one token, its expected (x, y) in [-1, 1] and the attention-weighted
     tower features. It keeps where things are, which a coarse grid of pooled tokens loses. 0: off."""
+    keypoints_follow_instruction: bool = True
+    """With ``keypoints``: the instruction (its mean prefix token) shifts each keypoint's query, so a
+    keypoint can look for the cube the words name rather than for every cube of a colour it learned."""
 
 
 @dataclass

@@ -41,20 +41,33 @@ class KeypointTokens(nn.Module):
 
     A 1x1 projection scores every position for each of K keypoints; the softmax over positions gives
     the keypoint's expected (x, y) in [-1, 1] and the attention-weighted features (what it found).
+    With ``cond_dim`` the instruction shifts each keypoint's query (FiLM-style, as RT-1 conditions its
+    EfficientNet on the instruction), so what a keypoint looks for, e.g. the red cube, follows the
+    words; that shift starts at zero.
     """
 
-    def __init__(self, channels: int, num_tokens: int, keypoints: int) -> None:
+    def __init__(self, channels: int, num_tokens: int, keypoints: int, cond_dim: int = 0) -> None:
         super().__init__()
         side = math.isqrt(num_tokens)
         if side * side != num_tokens:
             raise ValueError(f"vision.keypoints: the tower's {num_tokens} tokens per image are not a square grid")
         self.score = nn.Linear(channels, keypoints)
+        self.cond: nn.Linear | None = None
+        if cond_dim > 0:
+            self.cond = nn.Linear(cond_dim, keypoints * channels)
+            nn.init.zeros_(self.cond.weight)
+            nn.init.zeros_(self.cond.bias)
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, side), torch.linspace(-1, 1, side), indexing="ij")
         self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], -1), persistent=False)
         self.out_dim = channels + 2
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        weights = torch.softmax(self.score(tokens).transpose(1, 2), dim=-1)  # (N, K, P)
+    def forward(self, tokens: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """``tokens`` (N, P, C), ``cond`` (N, cond_dim) with ``cond_dim``."""
+        scores = self.score(tokens)  # (N, P, K)
+        if self.cond is not None and cond is not None:
+            n, _, c = tokens.shape
+            scores = scores + tokens @ self.cond(cond).view(n, -1, c).transpose(1, 2)
+        weights = torch.softmax(scores.transpose(1, 2), dim=-1)  # (N, K, P)
         return torch.cat([weights @ self.grid.to(tokens.dtype), weights @ tokens], dim=-1)
 
 
@@ -110,7 +123,8 @@ class PrefixEncoder(nn.Module):
             self.token_norm = nn.LayerNorm(token_dim)
             self.keypoints: KeypointTokens | None = None
             if cfg.vision.keypoints > 0:
-                self.keypoints = KeypointTokens(token_dim, self.tokens_per_image, cfg.vision.keypoints)
+                cond = self.width if cfg.vision.keypoints_follow_instruction else 0
+                self.keypoints = KeypointTokens(token_dim, self.tokens_per_image, cfg.vision.keypoints, cond)
                 self.tokens_per_image, token_dim = cfg.vision.keypoints, self.keypoints.out_dim
             self.keypoints_shape = (self.tokens_per_image, token_dim)
             self.img_proj = nn.Sequential(
@@ -267,15 +281,19 @@ class PrefixEncoder(nn.Module):
         None, one instruction per sample."""
         parts: list[torch.Tensor] = []
         b = len(tasks)
+        device = self.pos.device
+        instr, instr_mask = self.instruction_tokens(tasks, device)
         if self.image_keys:
             feats = self.token_norm(self.image_features([obs[k] for k in self.image_keys], cache_keys))
             if self.keypoints is not None:  # trainable, so after the cache of frozen features
-                feats = self.keypoints(feats.flatten(0, 2)).view(*feats.shape[:3], *self.keypoints_shape)
+                m = instr_mask[..., None].to(instr.dtype)  # the instruction's mean token conditions them
+                cond = ((instr * m).sum(1) / m.sum(1).clamp_min(1.0)).to(feats.dtype)
+                cond = cond.repeat_interleave(feats.shape[1] * feats.shape[2], 0)
+                feats = self.keypoints(feats.flatten(0, 2), cond).view(*feats.shape[:3], *self.keypoints_shape)
             parts.append(self.img_proj(feats).flatten(1, 3))  # (B, To·C·P, E)
         if self.has_state:
             parts.append(self.state_proj(state))
         fixed = torch.cat(parts, dim=1) + self.pos[:, : self.num_fixed]
-        instr, instr_mask = self.instruction_tokens(tasks, fixed.device)
         embeds = torch.cat([instr.to(fixed.dtype), fixed], dim=1)
         mask = torch.cat(
             [instr_mask, torch.ones(b, fixed.shape[1], dtype=torch.bool, device=fixed.device)], 1
