@@ -260,7 +260,7 @@ def test_keypoint_tokens_find_where_a_feature_is_and_what_it_is():
 
     pool = KeypointTokens(channels=3, num_tokens=16, keypoints=2)  # a 4x4 grid
     with torch.no_grad():
-        pool.score.weight.copy_(torch.tensor([[50.0, 0, 0], [0, 50.0, 0]]))  # keypoint k follows channel k
+        pool.score.weight.copy_(torch.tensor([[5.0, 0, 0], [0, 5.0, 0]]))  # keypoint k follows channel k (x10)
         pool.score.bias.zero_()
     tokens = torch.zeros(1, 16, 3)
     tokens[0, 1 * 4 + 3, 0] = 1.0  # channel 0 lights up at row 1, column 3
@@ -285,7 +285,7 @@ def test_instruction_conditioned_keypoints_look_for_what_the_words_name():
     assert torch.equal(pool(tokens, cond)[0], pool(tokens, cond)[1])  # the shift starts at zero
     with torch.no_grad():
         pool.score.weight.zero_()
-        pool.cond.weight.copy_(50 * torch.eye(2))  # instruction i shifts the query to channel i
+        pool.cond.weight.copy_(5 * torch.eye(2))  # instruction i shifts the query to channel i (x10)
     out = pool(tokens, cond)
     grid = torch.linspace(-1, 1, 4)
     assert torch.allclose(out[0, 0, :2], torch.stack([grid[3], grid[1]]), atol=1e-3)

@@ -52,6 +52,10 @@ class KeypointTokens(nn.Module):
         if side * side != num_tokens:
             raise ValueError(f"vision.keypoints: the tower's {num_tokens} tokens per image are not a square grid")
         self.score = nn.Linear(channels, keypoints)
+        # a learned sharpness per keypoint, starting at 10: on unit-scale frozen features the plain
+        # scores (std ~0.5) leave the softmax nearly uniform over the grid, and at Adam's step size
+        # the projection alone takes many thousands of steps to grow peaky
+        self.log_sharpness = nn.Parameter(torch.full((keypoints,), math.log(10.0)))
         self.cond: nn.Linear | None = None
         if cond_dim > 0:
             self.cond = nn.Linear(cond_dim, keypoints * channels)
@@ -67,7 +71,7 @@ class KeypointTokens(nn.Module):
         if self.cond is not None and cond is not None:
             n, _, c = tokens.shape
             scores = scores + tokens @ self.cond(cond).view(n, -1, c).transpose(1, 2)
-        weights = torch.softmax(scores.transpose(1, 2), dim=-1)  # (N, K, P)
+        weights = torch.softmax((scores * self.log_sharpness.exp()).transpose(1, 2), dim=-1)  # (N, K, P)
         return torch.cat([weights @ self.grid.to(tokens.dtype), weights @ tokens], dim=-1)
 
 
