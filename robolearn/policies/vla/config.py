@@ -58,7 +58,10 @@ class VisionTowerConfig:
     conv + GroupNorm + GELU layers of this many channels over each image's token grid, each modulated
     by the instruction (FiLM, RT-1's way of conditioning its EfficientNet; identity at the start).
     Frozen ImageNet features are generic; these learn the task's own (which cube, where its edge
-    is) while the tower stays frozen and cached. 0: off."""
+    is) while the tower stays frozen and cached. 0: off. Measured with ``vla_image.yaml`` on
+    franka-lift-d2 (200 demos, 5,000 steps): ``adapter: 64`` with ``feature_shift: 0.5`` reached 6%
+    first success over 100 episodes, the recipe without them 25% (at a similar validation loss), and
+    trained at 4.5 steps/s against 6; so the recipe leaves it off."""
     adapter_layers: int = 2
     """With ``adapter``: how many conv layers."""
     feature_shift: float = 0.0
