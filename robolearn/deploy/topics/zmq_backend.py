@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import queue
 import threading
 import time
 from typing import Any
@@ -61,6 +62,7 @@ class ZmqBackend(Backend):
         self._handlers: dict[str, Handler] = {}
         self._ids = itertools.count(1)
         self._stop = threading.Event()
+        self._new_topics: queue.SimpleQueue[bytes] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._recv_loop, name="zmq-bridge", daemon=True)
         self._thread.start()
 
@@ -69,8 +71,10 @@ class ZmqBackend(Backend):
             self._pub.send_multipart([topic.encode(), encode(env)], copy=False)
 
     def _subscribe(self, topic: str, msg_type: type, sub: Subscription) -> None:
+        # A zmq socket belongs to one thread: the receive thread, which polls the SUB socket, sets the
+        # subscription itself (a setsockopt from here while it polls crashed the process).
         self._subs.setdefault(topic, []).append(sub)
-        self._sub.setsockopt(self._zmq.SUBSCRIBE, topic.encode())
+        self._new_topics.put(topic.encode())
 
     def _recv_loop(self) -> None:
         zmq = self._zmq
@@ -79,8 +83,13 @@ class ZmqBackend(Backend):
         if self.role == "robot":
             poller.register(self._rpc, zmq.POLLIN)
         while not self._stop.is_set():
+            while True:
+                try:
+                    self._sub.setsockopt(zmq.SUBSCRIBE, self._new_topics.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                ready = dict(poller.poll(50))
+                ready = dict(poller.poll(20))
             except zmq.ZMQError:
                 return
             if self._sub in ready:
@@ -130,7 +139,9 @@ class ZmqBackend(Backend):
             return
         self.closed = True
         self._stop.set()
-        self._thread.join(timeout=2.0)
+        self._thread.join(timeout=5.0)
+        if self._thread.is_alive():  # destroying sockets under a live poll would crash the process
+            raise BridgeError("zmq: the receive thread did not stop within 5 s")
         self._ctx.destroy(linger=0)
 
 
