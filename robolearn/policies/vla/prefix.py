@@ -36,6 +36,14 @@ class Prefix:
     """(B, L + F, E) after the LM (causal_lm) or ``embeds`` (sentence_encoder); None if not run."""
 
 
+def grid_side(num_tokens: int, field: str) -> int:
+    """The side of the square grid that ``num_tokens`` tokens per image form; else an error naming ``field``."""
+    side = math.isqrt(num_tokens)
+    if side * side != num_tokens:
+        raise ValueError(f"{field}: the tower's {num_tokens} tokens per image are not a square grid")
+    return side
+
+
 class KeypointTokens(nn.Module):
     """Spatial-softmax keypoints as tokens: grid tokens (N, P = s·s, C) -> (N, K, C + 2).
 
@@ -48,11 +56,7 @@ class KeypointTokens(nn.Module):
 
     def __init__(self, channels: int, num_tokens: int, keypoints: int, cond_dim: int = 0) -> None:
         super().__init__()
-        side = math.isqrt(num_tokens)
-        if side * side != num_tokens:
-            raise ValueError(
-                f"vision.keypoints: the tower's {num_tokens} tokens per image are not a square grid"
-            )
+        side = grid_side(num_tokens, "vision.keypoints")
         self.score = nn.Linear(channels, keypoints)
         # a learned sharpness per keypoint, starting at 10: on unit-scale frozen features the plain
         # scores (std ~0.5) leave the softmax nearly uniform over the grid, and at Adam's step size
@@ -89,11 +93,7 @@ class FeatureAdapter(nn.Module):
         self, channels: int, num_tokens: int, width: int, layers: int, cond_dim: int, shift: float
     ) -> None:
         super().__init__()
-        self.side = math.isqrt(num_tokens)
-        if self.side * self.side != num_tokens:
-            raise ValueError(
-                f"vision.adapter: the tower's {num_tokens} tokens per image are not a square grid"
-            )
+        self.side = grid_side(num_tokens, "vision.adapter")
         self.shift = shift
         self.convs = nn.ModuleList(
             nn.Conv2d(channels if i == 0 else width, width, 3, padding=1) for i in range(layers)

@@ -220,3 +220,12 @@ def zmq_base_port() -> int:
             for s in socks:
                 s.close()
     raise AssertionError("no three free consecutive ports on 127.0.0.1")
+
+
+@pytest.fixture
+def on_time_min() -> float:
+    """The share of 1 kHz driver cycles that must be on time. At least 95%: this 2-core machine runs
+    the sim, the driver, the bridge, the client and the server at once, and there 1-3% of cycles miss
+    now and then (no fault); the exact rate is a speed figure, which tests do not assert (the driver
+    logs it)."""
+    return 0.95

@@ -33,7 +33,7 @@ def _report(name, status, settle):
 
 
 @pytest.mark.parametrize("mode", ["position", "velocity"])
-def test_scripted_trajectory(franky_sim, mode):
+def test_scripted_trajectory(franky_sim, mode, on_time_min):
     drv = _driver(franky_sim.host, mode)
     with drv:
         q0 = drv.observe().q.copy()
@@ -56,10 +56,7 @@ def test_scripted_trajectory(franky_sim, mode):
         status = drv.status()
     _report(f"scripted, {mode} control", status, settle)
     assert status["fault"] is None and drv.state == "idle", status
-    # On time in at least 95% of the 1 kHz cycles: this 2-core machine runs the sim, the driver, the
-    # bridge, the client and the server at once, and there 1-3% of cycles miss now and then (no fault);
-    # the exact rate is a speed figure, which tests do not assert (the driver logs it).
-    assert status["success_rate"] >= 0.95 and status["robot_success_min"] >= 0.95, status
+    assert status["success_rate"] >= on_time_min and status["robot_success_min"] >= on_time_min, status
     assert (
         np.isfinite(status["tracking_max"]) and status["cycles"] > 300
     )  # robot packets: the sim sets the pace

@@ -107,7 +107,7 @@ def bridge_port(request, zmq_base_port):
 
 
 @pytest.mark.parametrize("bridge_port", ["zmq", "zenoh", "ros1"], indirect=True)
-def test_policy_episode_through_the_whole_stack(franky_sim, bridge_port, tmp_path):
+def test_policy_episode_through_the_whole_stack(franky_sim, bridge_port, tmp_path, on_time_min):
     from robolearn.deploy.server import PolicyServer
 
     bridge, port = bridge_port
@@ -143,10 +143,7 @@ def test_policy_episode_through_the_whole_stack(franky_sim, bridge_port, tmp_pat
     m = re.search(r"(\d+) cycles, command success rate ([\d.]+), tracking \|q - q_c\| max ([\d.]+) rad", log)
     assert m, log
     cycles, success, tracking = int(m.group(1)), float(m.group(2)), float(m.group(3))
-    # On time in at least 95% of the 1 kHz cycles: this 2-core machine runs the sim, the driver, the
-    # bridge, the client and the server at once, and there 1-3% of cycles miss now and then (no fault);
-    # the exact rate is a speed figure, which tests do not assert (the driver logs it).
-    assert cycles > 300 and success >= 0.95 and np.isfinite(tracking)
+    assert cycles > 300 and success >= on_time_min and np.isfinite(tracking)
     assert (
         ep["steps"] >= EPISODE_STEPS and ep["policy_actions"] >= EPISODE_STEPS // 2 and summary["faults"] == 0
     )
