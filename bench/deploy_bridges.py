@@ -235,7 +235,9 @@ def _measure_in_child(kind: str, ports: tuple[int, int], quick: bool) -> tuple[d
     if res.returncode != 0:
         last = (res.stderr.strip().splitlines() or ["no output"])[-1]
         if "ModuleNotFoundError" in last:
-            raise ModuleNotFoundError(last.split(": ", 1)[-1], name=last.split("'")[1] if "'" in last else None)
+            raise ModuleNotFoundError(
+                last.split(": ", 1)[-1], name=last.split("'")[1] if "'" in last else None
+            )
         raise RuntimeError(f"bridge {kind}: measuring process failed: {last}")
     lat, dog = json.loads(res.stdout.strip().splitlines()[-1])
     return lat, dog

@@ -274,7 +274,9 @@ def run_sim_robot(w):
 
 
 def run_run_teleop(w):
-    res = robolearn("run", "--robot", "zmq", "--teleop", "keyboard", "--record", str(w["tmp"] / "tele"), stdin="\x1b")
+    res = robolearn(
+        "run", "--robot", "zmq", "--teleop", "keyboard", "--record", str(w["tmp"] / "tele"), stdin="\x1b"
+    )
     assert res.returncode == 2 and "zmq extra" in res.stderr.strip().splitlines()[-1], res.stderr[-2000:]
     assert not (w["tmp"] / "tele").exists()
 

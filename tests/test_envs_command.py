@@ -19,7 +19,9 @@ from robolearn.types import STATE_NAMES
 def registered_names() -> list[str]:
     """The envs a fresh interpreter registers: other tests register toy envs in this process."""
     code = "import json; from robolearn.envs import ENVS; print(json.dumps(ENVS.names()))"
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 

@@ -43,8 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sim: the embedded env in this process; ros1|zenoh|zmq: the robot behind that bridge "
                         "(robolearn sim-robot, or a cell's driver) (default sim)")  # fmt: skip
     p.add_argument("--bridge-host", default="127.0.0.1", help="bridged robot: its host / the rosmaster's")
-    p.add_argument("--bridge-port", type=int, help="bridged robot: its port (zmq 5555, zenoh 7447, ros1 11311)")
-    p.add_argument("--cell", type=Path, help="bridged robot: cell config (default deploy/cells/franka-sim.yaml)")
+    p.add_argument(
+        "--bridge-port", type=int, help="bridged robot: its port (zmq 5555, zenoh 7447, ros1 11311)"
+    )
+    p.add_argument(
+        "--cell", type=Path, help="bridged robot: cell config (default deploy/cells/franka-sim.yaml)"
+    )
     p.add_argument(
         "--task", default="franka-lift", help="registered env the sim robot runs (default franka-lift)"
     )
@@ -95,7 +99,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--rt-priority must be in [0, 99], found {args.rt_priority}")
     if args.teleop is not None:
         if args.robot not in BRIDGED:
-            raise UserError("--teleop drives a bridged robot (--robot ros1|zenoh|zmq); for the sim use collect --teleop")
+            raise UserError(
+                "--teleop drives a bridged robot (--robot ros1|zenoh|zmq); for the sim use collect --teleop"
+            )
         if args.server is not None:
             raise UserError("--teleop and --server exclude each other: choose who drives the arm")
     elif args.server is None:
@@ -155,7 +161,9 @@ def _bridge_robot(args: argparse.Namespace):
         cell = load_cell(args.cell)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
-    port = args.bridge_port or (cell.bridge.port if cell.bridge.backend == args.robot else DEFAULT_PORTS[args.robot])
+    port = args.bridge_port or (
+        cell.bridge.port if cell.bridge.backend == args.robot else DEFAULT_PORTS[args.robot]
+    )
     return BridgeRobot(args.robot, host=args.bridge_host, port=port, namespace=cell.bridge.namespace,
                        record=args.record is not None, timeout=args.connect_timeout)  # fmt: skip
 

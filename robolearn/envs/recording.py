@@ -71,7 +71,12 @@ class Episode:
 
 
 def frame_from(
-    obs: dict, action: np.ndarray, reward: float, done: bool, success: bool, executed: np.ndarray | None = None
+    obs: dict,
+    action: np.ndarray,
+    reward: float,
+    done: bool,
+    success: bool,
+    executed: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """One dataset frame: ``obs`` at t, the ``action`` label, what followed; ``executed``: the action
     the env executed where it differs from the label (stored as ``action.executed``)."""

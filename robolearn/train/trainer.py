@@ -203,7 +203,9 @@ class Trainer:
         self.train_set = windows(data, "train", video_cache_mb=cfg.video_cache_mb, **kwargs)
         self.val_set = windows(data, "val", **kwargs)
         self.fps = data.fps
-        self.skip_cached_pixels = True  # don't decode frames whose features the policy has cached (same losses)
+        self.skip_cached_pixels = (
+            True  # don't decode frames whose features the policy has cached (same losses)
+        )
 
     # ------------------------------------------------------------------------------------------ setup
     def _optim(self, policy):

@@ -129,7 +129,9 @@ class ServeProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self._log.seek(0)
-                raise RuntimeError(f"robolearn serve exited {self.proc.returncode}: {self._log.read()[-2000:]!r}")
+                raise RuntimeError(
+                    f"robolearn serve exited {self.proc.returncode}: {self._log.read()[-2000:]!r}"
+                )
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1.0) as r:
                     if r.status == 200:

@@ -328,13 +328,17 @@ def test_feature_adapter_shifts_the_grid_in_training_only():
     torch.manual_seed(0)
     shifted = adapter.train()._shifted(grid.repeat(8, 1, 1, 1))
     assert not torch.allclose(shifted, grid.expand_as(shifted))
-    assert torch.allclose(shifted.sum((1, 2, 3)), torch.ones(8), atol=1e-5)  # moved, not lost (sub-cell, inside)
+    assert torch.allclose(
+        shifted.sum((1, 2, 3)), torch.ones(8), atol=1e-5
+    )  # moved, not lost (sub-cell, inside)
     tokens = grid.flatten(2).transpose(1, 2)
     assert torch.equal(adapter.eval()(tokens), adapter.eval()(tokens))
 
 
 def test_adapter_and_keypoints_train_on_cached_tower_features():
-    vision = VisionTowerConfig(hf_config=dict(TINY_SIGLIP), freeze=True, adapter=8, keypoints=3, feature_shift=0.5)
+    vision = VisionTowerConfig(
+        hf_config=dict(TINY_SIGLIP), freeze=True, adapter=8, keypoints=3, feature_shift=0.5
+    )
     policy = build(tiny_config(vision=vision)).train()
     b = {**batch(6), "index": torch.arange(6), "dataset_index": torch.zeros(6, dtype=torch.long)}
     policy.compute_loss(b)[0].backward()

@@ -129,7 +129,9 @@ def vision_tower(cfg: VisionTowerConfig, image_shape: tuple[int, int, int]) -> n
     return SiglipTower(model)
 
 
-def _efficientnet_backbone(cfg: VisionTowerConfig, image_shape: tuple[int, int, int], load: bool) -> nn.Module:
+def _efficientnet_backbone(
+    cfg: VisionTowerConfig, image_shape: tuple[int, int, int], load: bool
+) -> nn.Module:
     from robolearn.policies.common.backbones import build_backbone
     from robolearn.policies.common.config import ImageEncoderConfig
 
@@ -137,7 +139,9 @@ def _efficientnet_backbone(cfg: VisionTowerConfig, image_shape: tuple[int, int, 
     return build_backbone(enc, image_shape[0], tuple(image_shape[1:]), load)
 
 
-def load_pretrained_tower(tower: nn.Module, cfg: VisionTowerConfig, image_shape: tuple[int, int, int]) -> None:
+def load_pretrained_tower(
+    tower: nn.Module, cfg: VisionTowerConfig, image_shape: tuple[int, int, int]
+) -> None:
     """Copy the weights of ``cfg.pretrained`` into ``tower`` (built by :func:`vision_tower` from the
     config :func:`resolve_configs` filled)."""
     if cfg.kind == "efficientnet_lite0":
