@@ -17,6 +17,9 @@ An episode's ``length`` counts every step taken, the hold steps included, and ``
 reward of all of them. ``hold_steps=0`` is the old protocol: the episode stops at its first
 success, so held equals first success and length and return end there.
 
+The policy's sampling noise is seeded from ``seed_base`` as well (the caller's torch RNG state is
+restored after), so a stochastic policy evaluated twice on the same seeds gives the same results.
+
 ``record_dir`` writes every rollout as a LeRobot v3.0 dataset (``eval --record``), in the order
 episodes finish, each with its seed: per frame the observation, the executed ``action``,
 ``next.reward``, ``next.done`` and ``next.success`` (the data a critic trains on, see
@@ -25,6 +28,7 @@ episodes finish, each with its seed: per frame the observation, the executed ``a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -230,6 +234,11 @@ def evaluate(
         started += 1
     active = list(slots)
     bar = show_progress(total=episodes, desc=f"eval {env_name}", unit="ep", enabled=progress)
+    # The policy's own sampling noise (a flow's x_0, a diffusion chain) is seeded from seed_base too,
+    # so the same checkpoint on the same seeds gives the same figures; the caller's RNG is restored.
+    rng_scope = contextlib.ExitStack()
+    rng_scope.enter_context(torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))))
+    torch.manual_seed(seed_base)
     try:
         while active:
             need = active if temporal_ensemble is not None else [s for s in active if not s.queue]
@@ -286,6 +295,7 @@ def evaluate(
                 else:
                     active.remove(s)
     finally:
+        rng_scope.close()
         bar.close()
         if writer is not None:
             writer.finalize()

@@ -51,6 +51,43 @@ def test_evaluate_counts_seeds_and_writes_videos(tiny_run, tmp_path):
         assert c.streams.video[0].frames >= 10
 
 
+class _Recording:
+    """A policy that records every batch it is given and every chunk it returns."""
+
+    def __init__(self, policy):
+        self.policy, self.batches, self.chunks = policy, [], []
+
+    def __getattr__(self, name):
+        return getattr(self.policy, name)
+
+    def predict_action_chunk(self, batch):
+        out = self.policy.predict_action_chunk(batch)
+        self.batches.append(batch)
+        self.chunks.append(out.clone())
+        return out
+
+
+def test_evaluate_seeds_the_policy_noise_and_restores_the_callers_rng(tiny_run):
+    import torch
+
+    from robolearn.policies import load_policy
+
+    runs = []
+    for _ in range(2):
+        policy = _Recording(load_policy(tiny_run))
+        torch.manual_seed(len(runs))  # a different caller state each time
+        before = torch.get_rng_state()
+        evaluate(policy, "franka-lift", episodes=2, num_envs=2, hold_steps=0, progress=False)
+        assert torch.equal(torch.get_rng_state(), before)
+        runs.append(policy)
+    first, second = runs
+    assert len(first.chunks) == len(second.chunks) > 0
+    assert all(torch.equal(a, b) for a, b in zip(first.chunks, second.chunks, strict=True))
+    # The policy does sample: the same observations, unseeded, give other chunks.
+    again = first.policy.predict_action_chunk(first.batches[0])
+    assert not torch.allclose(again, first.chunks[0])
+
+
 def test_temporal_ensembling_runs(tiny_run):
     from robolearn.policies import load_policy
 
