@@ -28,7 +28,6 @@ episodes finish, each with its seed: per frame the observation, the executed ``a
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -236,77 +235,77 @@ def evaluate(
     bar = show_progress(total=episodes, desc=f"eval {env_name}", unit="ep", enabled=progress)
     # The policy's own sampling noise (a flow's x_0, a diffusion chain) is seeded from seed_base too,
     # so the same checkpoint on the same seeds gives the same figures; the caller's RNG is restored.
-    rng_scope = contextlib.ExitStack()
-    rng_scope.enter_context(torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))))
-    torch.manual_seed(seed_base)
-    try:
-        while active:
-            need = active if temporal_ensemble is not None else [s for s in active if not s.queue]
-            if need:
-                batch: dict[str, Any] = {k: torch.stack([s.window(k) for s in need]) for k in keys}
-                # the instruction, for language-conditioned policies (VLAs)
-                batch[types.TASK] = [s.task for s in need]
-                t0 = time.perf_counter()
-                chunks = policy.predict_action_chunk(batch).cpu().numpy()
-                latencies.append(time.perf_counter() - t0)
-                for s, chunk in zip(need, chunks, strict=False):
-                    if temporal_ensemble is None:
-                        s.queue.extend(chunk[start : start + n_exec])
-                    else:
-                        s.ensemble.append((s.t, chunk[start:]))
-            stepping = list(active)
-            actions = [s.queue.popleft() if temporal_ensemble is None else _ensembled(s, temporal_ensemble)
-                       for s in stepping]  # fmt: skip
-            # Every env steps before any is looked at, so Ray actors work at once; each env still
-            # sees the same calls in the same order as when stepped one by one.
-            if pool is not None:
-                outcomes = pool.step_each([s.env.index for s in stepping], actions)
-            else:
-                outcomes = [s.env.step(a) for s, a in zip(stepping, actions, strict=True)]
-            for s, action, outcome in zip(stepping, actions, outcomes, strict=True):
-                before = s.obs
-                obs, reward, terminated, truncated, info = outcome
-                s.t += 1
-                s.ret += float(reward)
-                s.push(obs, keys)
-                if s.frames is not None:
-                    s.frames.append(s.env.render())
-                held = bool(info["is_success"])
-                if held and s.first is None:
-                    s.first = s.t
-                ended = terminated or truncated or (s.first is not None and s.t - s.first >= hold_steps)
-                if s.steps is not None:
-                    s.steps.append(frame_from(before, action, float(reward), ended, held))
-                if not ended:
-                    continue
-                if writer is not None:
-                    for frame in s.steps:
-                        writer.add_frame(frame, task=s.task)
-                    writer.save_episode(seed=s.seed)
-                results.append(EpisodeResult(s.seed, s.first is not None, s.ret, s.t, s.task, s.first, held))
-                bar.update(1)
-                if s.frames is not None:
-                    tag = "held" if held else ("lost" if s.first is not None else "failure")
-                    path = Path(video_dir) / f"{env_name}_seed{s.seed}_{tag}.mp4"
-                    videos.append(str(write_mp4(path, s.frames, fps)))
-                if started < episodes:
-                    s.start(next(seeds), keys, record and started < video_episodes)
-                    started += 1
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+        torch.manual_seed(seed_base)
+        try:
+            while active:
+                need = active if temporal_ensemble is not None else [s for s in active if not s.queue]
+                if need:
+                    batch: dict[str, Any] = {k: torch.stack([s.window(k) for s in need]) for k in keys}
+                    # the instruction, for language-conditioned policies (VLAs)
+                    batch[types.TASK] = [s.task for s in need]
+                    t0 = time.perf_counter()
+                    chunks = policy.predict_action_chunk(batch).cpu().numpy()
+                    latencies.append(time.perf_counter() - t0)
+                    for s, chunk in zip(need, chunks, strict=False):
+                        if temporal_ensemble is None:
+                            s.queue.extend(chunk[start : start + n_exec])
+                        else:
+                            s.ensemble.append((s.t, chunk[start:]))
+                stepping = list(active)
+                actions = [s.queue.popleft() if temporal_ensemble is None else _ensembled(s, temporal_ensemble)
+                           for s in stepping]  # fmt: skip
+                # Every env steps before any is looked at, so Ray actors work at once; each env still
+                # sees the same calls in the same order as when stepped one by one.
+                if pool is not None:
+                    outcomes = pool.step_each([s.env.index for s in stepping], actions)
                 else:
-                    active.remove(s)
-    finally:
-        rng_scope.close()
-        bar.close()
-        if writer is not None:
-            writer.finalize()
-        for env in envs:
-            env.close()
-        if pool is not None:
-            pool.close()
-            if owns_ray:
-                import ray
+                    outcomes = [s.env.step(a) for s, a in zip(stepping, actions, strict=True)]
+                for s, action, outcome in zip(stepping, actions, outcomes, strict=True):
+                    before = s.obs
+                    obs, reward, terminated, truncated, info = outcome
+                    s.t += 1
+                    s.ret += float(reward)
+                    s.push(obs, keys)
+                    if s.frames is not None:
+                        s.frames.append(s.env.render())
+                    held = bool(info["is_success"])
+                    if held and s.first is None:
+                        s.first = s.t
+                    ended = terminated or truncated or (s.first is not None and s.t - s.first >= hold_steps)
+                    if s.steps is not None:
+                        s.steps.append(frame_from(before, action, float(reward), ended, held))
+                    if not ended:
+                        continue
+                    if writer is not None:
+                        for frame in s.steps:
+                            writer.add_frame(frame, task=s.task)
+                        writer.save_episode(seed=s.seed)
+                    results.append(
+                        EpisodeResult(s.seed, s.first is not None, s.ret, s.t, s.task, s.first, held)
+                    )
+                    bar.update(1)
+                    if s.frames is not None:
+                        tag = "held" if held else ("lost" if s.first is not None else "failure")
+                        path = Path(video_dir) / f"{env_name}_seed{s.seed}_{tag}.mp4"
+                        videos.append(str(write_mp4(path, s.frames, fps)))
+                    if started < episodes:
+                        s.start(next(seeds), keys, record and started < video_episodes)
+                        started += 1
+                    else:
+                        active.remove(s)
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.finalize()
+            for env in envs:
+                env.close()
+            if pool is not None:
+                pool.close()
+                if owns_ray:
+                    import ray
 
-                ray.shutdown()
+                    ray.shutdown()
     wins, kept, n = sum(r.success for r in results), sum(r.held for r in results), len(results)
     return EvalResult(
         success_rate=wins / n,

@@ -203,9 +203,8 @@ class Trainer:
         self.train_set = windows(data, "train", video_cache_mb=cfg.video_cache_mb, **kwargs)
         self.val_set = windows(data, "val", **kwargs)
         self.fps = data.fps
-        self.skip_cached_pixels = (
-            True  # don't decode frames whose features the policy has cached (same losses)
-        )
+        # don't decode frames whose features the policy has cached (same losses)
+        self.skip_cached_pixels = True
 
     # ------------------------------------------------------------------------------------------ setup
     def _optim(self, policy):
@@ -320,8 +319,7 @@ class Trainer:
                     self._validate(policy, ema, step, log)
                 last_ckpt = self._save(policy, opt, sched, ema, step)
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-                with torch.random.fork_rng(devices=[]):
-                    self._periodic_eval(policy, ema, step, log)
+                self._periodic_eval(policy, ema, step, log)  # evaluate() restores the RNG itself
         bar.close()
         log.close()
         final = self.run_dir / "checkpoints" / str(step)
