@@ -105,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
+        warm = server.warm_up()
+    except RuntimeError as exc:
+        raise UserError(f"--checkpoint {args.checkpoint}: {exc}") from None
+    try:
         server.start()
     except OSError as exc:
         raise UserError(
@@ -116,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     keys = ", ".join(f.key for f in spec.features)
     print(
         f"robolearn serve: {spec.policy_type} policy from {args.checkpoint}: H={spec.action_horizon} "
-        f"Da={spec.action_dim} To={spec.n_obs_steps} rtc={'yes' if spec.supports_rtc else 'no'}; keys: {keys}"
+        f"Da={spec.action_dim} To={spec.n_obs_steps} rtc={'yes' if spec.supports_rtc else 'no'}; keys: {keys}; "
+        f"warm-up {', '.join(f'{k} {v:.0f} ms' for k, v in warm.items())}"
     )
     health = server.url.replace("ws://", "http://") + "/healthz"
     print(f"robolearn serve: listening on {server.url} (health: {health}); Ctrl-C stops", flush=True)

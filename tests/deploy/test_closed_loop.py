@@ -28,7 +28,7 @@ def test_trained_policy_succeeds_through_serve_and_run(
     rec = tmp_path / "rec"
     extra = tuple(str(rec) if x == "REC" else x for x in extra)
     summary, proc = _run(server.url, tmp_path, *extra)
-    assert summary["episodes"] == 5 and summary["faults"] == 0
+    assert summary["episodes"] == 5 and summary["faults"] == 0, (summary["rtt_ms"], proc.stdout[-1500:])
     assert summary["success_rate"] >= 0.8, summary["per_episode"]
     assert [e["seed"] for e in summary["per_episode"]] == list(range(1_000_000, 1_000_005))
     assert summary["rtt_ms"]["p50"] > 0 and summary["jitter"]["ticks"] > 0

@@ -193,6 +193,24 @@ def test_policy_failure_answers_its_request_and_the_server_goes_on(served, fake_
         assert _ask(ws, _obs(1.0))["actions"][0, 0] == 1.0
 
 
+def test_warm_up_calls_the_policy_once_on_a_blank_window_and_raises_on_failure(fake_policy_factory):
+    policy = fake_policy_factory(image_shape=(3, 8, 6))
+    server = PolicyServer(policy)
+    try:
+        took = server.warm_up()
+        assert set(took) == {"predict"} and took["predict"] > 0  # the fake has no velocity field: no RTC
+        assert policy.calls == [1] and server.calls == 0
+        assert policy.shapes == [
+            {"observation.state": (1, 2, 4), "observation.images.front": (1, 2, 3, 8, 6)}
+        ]
+    finally:
+        server.stop()
+    failing = PolicyServer(fake_policy_factory(fail_value=0.0))  # the blank window's state is all zeros
+    with pytest.raises(RuntimeError, match="warm-up .predict.*the fake policy was asked to fail"):
+        failing.warm_up()
+    failing.stop()
+
+
 def test_two_clients_are_batched_into_one_policy_call(served, fake_policy_factory):
     # A long window: the batch goes as soon as both connected clients are waiting, never by timeout.
     server, policy = served(fake_policy_factory(image_shape=(3, 8, 6)), batch_window_ms=20_000)
@@ -270,7 +288,9 @@ def test_real_flow_checkpoint_plain_and_rtc(tiny_flow_run):
         KeyMap().to_wire(k): {"shape": list(v), "dtype": "float32"} for k, v in policy.input_features.items()
     }
     assert "observation/state" in expected
-    with PolicyServer(policy, KeyMap(), batch_window_ms=0) as server, _client(server.url) as (ws, md):
+    server = PolicyServer(policy, KeyMap(), batch_window_ms=0)
+    assert set(server.warm_up()) == {"predict", "rtc"} and server.calls == 0
+    with server, _client(server.url) as (ws, md):
         assert md["policy_type"] == "flow" and md["supports_rtc"] is True and md["features"] == expected
         h, da = md["action_horizon"], md["action_dim"]
         assert (h, da) == (policy.config.horizon - policy.config.n_obs_steps + 1, policy.action_dim)
@@ -290,8 +310,13 @@ def _serve_cli(*args: str) -> subprocess.Popen:
 
 
 def _url_of(proc: subprocess.Popen) -> str:
+    """The URL the server prints; the info line before it must say the policy warmed up (both paths)."""
+    info = ""
     for line in proc.stdout:
+        if line.startswith("robolearn serve: flow policy"):
+            info = line
         if "listening on " in line:
+            assert "warm-up predict" in info and " ms, rtc " in info, info
             return line.split("listening on ", 1)[1].split()[0]
     raise AssertionError(f"robolearn serve printed no URL: {proc.stderr.read()[-2000:]}")
 
