@@ -36,6 +36,9 @@ class ReinFlowConfig:
     marginalize_unexecuted: bool = True
     """Leave the last Euler step's densities on never-executed chunk steps out of the log-prob (they
     integrate out exactly and only add noise to the ratio). False counts all K·H·Da dimensions."""
+    per_step_ratio: bool = False
+    """One PPO ratio and clip per Euler transition (J = K, DPPO's structure on ReinFlow's chain) in
+    place of the paper's one ratio of the whole chain; each is normalized by its own dimensions."""
 
 
 @dataclass

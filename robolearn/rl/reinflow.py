@@ -19,7 +19,8 @@ the ratio differ from 1 before any update. The executed action is the policy's c
 After fine-tuning the noise network is dropped: :meth:`ReinFlowPolicy.save_policy` writes the
 wrapped flow policy as a plain flow checkpoint (deterministic Euler sampling, as ``eval`` runs it).
 
-Shapes: B batch, To obs steps, H horizon, Da action dim, K Euler steps, J = 1 ratio per sample.
+Shapes: B batch, To obs steps, H horizon, Da action dim, K Euler steps, J ratios per sample (1, or K
+with ``per_step_ratio``: DPPO's one ratio per transition, on the same chain).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class ReinFlowPolicy(nn.Module):
 
     def __init__(self, policy: FlowPolicy, num_steps: int = 0, sigma_min: float = 0.05, sigma_max: float = 0.12,
                  noise_hidden: tuple[int, ...] = (128, 128), regularizer: str = "none",
-                 marginalize_unexecuted: bool = True):  # fmt: skip
+                 marginalize_unexecuted: bool = True, per_step_ratio: bool = False):  # fmt: skip
         super().__init__()
         if not isinstance(policy, FlowPolicy):
             raise TypeError(f"ReinFlow fine-tunes flow policies, found {type(policy).__name__}")
@@ -102,6 +103,9 @@ class ReinFlowPolicy(nn.Module):
             weights[-1, cfg.exec_start : cfg.exec_start + cfg.n_action_steps] = 1.0
         self.register_buffer("lp_weights", weights, persistent=False)
         self.lp_dims = float(weights.sum()) * cfg.action_dim
+        self.per_step_ratio = per_step_ratio
+        # (K,) the dimensions each transition counts, for per-step ratios.
+        self.register_buffer("step_dims", weights.sum(dim=(1, 2)) * cfg.action_dim, persistent=False)
         self.reference = None
         if regularizer != "none":
             self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
@@ -117,7 +121,7 @@ class ReinFlowPolicy(nn.Module):
     @torch.no_grad()
     def sample(self, obs: Batch, generator: torch.Generator | None = None):
         """Sample the noisy chain. ``obs`` each (B, To, ...) -> actions (B, H, Da) raw units, chain
-        (B, K+1, H, Da) normalized (x_0 ... x_K, unclipped), log_prob (B, 1)."""
+        (B, K+1, H, Da) normalized (x_0 ... x_K, unclipped), log_prob (B, J) (see :meth:`_ratio_logp`)."""
         pol, k = self.policy, self.num_steps
         cond = pol.encode_obs(obs)
         grid, d = pol.time_grid(k), self._step_size()
@@ -132,18 +136,25 @@ class ReinFlowPolicy(nn.Module):
             lps.append(gaussian_log_prob(x, mean, std))
             chain.append(x)
         actions = pol.normalizer.unnormalize("action", pol._clip(x))
-        return actions, torch.stack(chain, dim=1), self._reduce(torch.stack(lps, dim=1))
+        return actions, torch.stack(chain, dim=1), self._ratio_logp(torch.stack(lps, dim=1))
 
     def _reduce(self, lp: torch.Tensor) -> torch.Tensor:
         """(B, K, H, Da) transition log-densities -> (B, 1) the chain's per-dimension log-prob."""
         return (lp * self.lp_weights).flatten(1).sum(-1, keepdim=True) / self.lp_dims
 
+    def _ratio_logp(self, lp: torch.Tensor) -> torch.Tensor:
+        """(B, K, H, Da) transition log-densities -> (B, J) the log-probs PPO takes ratios of: the
+        chain's (J = 1), or each transition's per-dimension log-density (J = K, ``per_step_ratio``)."""
+        if not self.per_step_ratio:
+            return self._reduce(lp)
+        return (lp * self.lp_weights).flatten(2).sum(-1) / self.step_dims
+
     def log_prob(self, obs: Batch, chain: torch.Tensor) -> torch.Tensor:
-        """Differentiable log-probability (B, 1) of ``chain`` given ``obs`` (see :meth:`evaluate`)."""
+        """Differentiable log-probability (B, J) of ``chain`` given ``obs`` (see :meth:`evaluate`)."""
         return self.evaluate(obs, chain)[0]
 
     def evaluate(self, obs: Batch, chain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Differentiable log_prob (B, 1) of ``chain`` (B, K+1, H, Da), entropy (B,) of its transitions
+        """Differentiable log_prob (B, J) of ``chain`` (B, K+1, H, Da), entropy (B,) of its transitions
         (both per dimension, over the dimensions the log-prob counts) and the regularizer (a scalar; 0 without one). All K transitions
         run as one batch of B·K."""
         pol, k = self.policy, self.num_steps
@@ -155,7 +166,7 @@ class ReinFlowPolicy(nn.Module):
         mean = xk + v / k
         std = self.noise(cond.detach(), t)
         lp = gaussian_log_prob(chain[:, 1:].reshape_as(xk), mean, std)
-        logp = self._reduce(lp.view(b, k, *chain.shape[2:]))
+        logp = self._ratio_logp(lp.view(b, k, *chain.shape[2:]))
         entropy = self._reduce((std.log() + 0.5 * LOG_2PI_E).view(b, k, *chain.shape[2:]))[:, 0]
         return logp, entropy, self._regularizer(obs, chain, xk, t, v)
 
@@ -183,12 +194,12 @@ class ReinFlowPolicy(nn.Module):
 
     # ---------------------------------------------------------------------------- training plumbing
     def clip_coefs(self, clip: float) -> torch.Tensor:
-        """(J,) PPO clip per ratio: ReinFlow has one ratio per sample."""
-        return torch.tensor([clip])
+        """(J,) PPO clip per ratio: ReinFlow has one ratio per sample (K with ``per_step_ratio``)."""
+        return torch.full((self.num_steps if self.per_step_ratio else 1,), clip)
 
     def advantage_weights(self) -> torch.Tensor:
-        """(J,) advantage scale per ratio."""
-        return torch.ones(1)
+        """(J,) advantage scale per ratio (the same advantage for every transition)."""
+        return torch.ones(self.num_steps if self.per_step_ratio else 1)
 
     def param_groups(self, actor_lr: float, noise_lr: float) -> list[dict]:
         """Optimizer groups: the flow policy's weights and the noise network's."""

@@ -54,7 +54,7 @@ def build_agent(policy, cfg: FinetuneConfig):
 
         rf = cfg.reinflow
         return ReinFlowPolicy(policy, rf.num_steps, rf.sigma_min, cfg.sigma_max_at(0), rf.noise_hidden,
-                              cfg.ppo.regularizer, rf.marginalize_unexecuted)  # fmt: skip
+                              cfg.ppo.regularizer, rf.marginalize_unexecuted, rf.per_step_ratio)  # fmt: skip
     from robolearn.rl.dppo import DPPODiffusion
 
     d = cfg.dppo

@@ -104,6 +104,39 @@ def test_ratio_is_one_before_the_first_update_with_several_steps():
         assert torch.equal(fresh.evaluate(obs, chain2)[0], logp2)
 
 
+def test_per_step_ratios_are_each_transitions_log_density():
+    """``per_step_ratio``: J = K columns, each one transition's per-dimension log-density (the last
+    marginalized to the executed steps); weighted by their dimensions they average to the chain's
+    log-prob. PPO gets K clips, and the ratio is still 1 before the first update."""
+    torch.manual_seed(5)
+    policy = tiny_flow_policy(num_steps=3, horizon=6, n_action_steps=3, n_obs_steps=2)
+    agent = ReinFlowPolicy(policy, sigma_min=0.05, sigma_max=0.2, per_step_ratio=True)
+    obs = {"observation.state": torch.rand(8, 2, 2) * 2 - 1}
+    _, chain, logp = agent.sample(obs)
+    assert logp.shape == (8, 3) and agent.clip_coefs(0.01).tolist() == pytest.approx([0.01] * 3)
+    pol, k = agent.policy, agent.num_steps
+    cond, dims = pol.encode_obs(obs), []
+    with torch.no_grad():
+        for i in range(k):
+            t = torch.full((8,), i / k)
+            mean = chain[:, i] + pol.velocity(chain[:, i], t, cond) / k
+            rows = slice(1, 4) if i == k - 1 else slice(None)
+            m, sd, x = (v[:, rows].flatten(1).double() for v in (mean, agent.noise(cond, t), chain[:, i + 1]))
+            ref = torch.distributions.Normal(m, sd).log_prob(x).sum(-1) / m.shape[1]
+            np.testing.assert_allclose(logp[:, i].double(), ref, rtol=1e-5, atol=1e-5)
+            dims.append(m.shape[1])
+        joint = ReinFlowPolicy(policy, sigma_min=0.05, sigma_max=0.2)
+        joint.noise.load_state_dict(agent.noise.state_dict())
+        w = torch.tensor(dims, dtype=torch.float64)
+        np.testing.assert_allclose((logp.double() * w).sum(-1) / w.sum(), joint.evaluate(obs, chain)[0][:, 0].double(),
+                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+    critic = ValueCritic(4, (16,))
+    opt = torch.optim.Adam([*agent.parameters(), *critic.parameters()], lr=1e-3)
+    batch = Batch(obs, chain, logp, torch.randn(8), torch.randn(8))
+    out = ppo_update(agent, critic, opt, batch, PPOConfig(update_epochs=2, minibatch_size=4), np.random.default_rng(0))
+    assert out["ratio_first"] < 1e-6 and out["minibatches"] == 4
+
+
 def test_a_second_time_grid_breaks_the_ratio():
     """What the one-grid rule prevents: evaluating the chain on the K-point grid linspace(0, 1, K)
     (the reference code's log-prob grid) instead of the sampling grid k/K moves the ratio off 1."""
