@@ -102,10 +102,12 @@ class ReinFlowPolicy(nn.Module):
             weights[-1] = 0.0
             weights[-1, cfg.exec_start : cfg.exec_start + cfg.n_action_steps] = 1.0
         self.register_buffer("lp_weights", weights, persistent=False)
-        self.lp_dims = float(weights.sum()) * cfg.action_dim
-        self.per_step_ratio = per_step_ratio
-        # (K,) the dimensions each transition counts, for per-step ratios.
+        # (K,) the dimensions each transition counts (per-step ratios), and the chain's total.
         self.register_buffer("step_dims", weights.sum(dim=(1, 2)) * cfg.action_dim, persistent=False)
+        self.lp_dims = float(self.step_dims.sum())
+        self.per_step_ratio = per_step_ratio
+        self.num_ratios = self.num_steps if per_step_ratio else 1
+        """J: PPO ratios per sample."""
         self.reference = None
         if regularizer != "none":
             self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
@@ -195,11 +197,11 @@ class ReinFlowPolicy(nn.Module):
     # ---------------------------------------------------------------------------- training plumbing
     def clip_coefs(self, clip: float) -> torch.Tensor:
         """(J,) PPO clip per ratio: ReinFlow has one ratio per sample (K with ``per_step_ratio``)."""
-        return torch.full((self.num_steps if self.per_step_ratio else 1,), clip)
+        return torch.full((self.num_ratios,), clip)
 
     def advantage_weights(self) -> torch.Tensor:
         """(J,) advantage scale per ratio (the same advantage for every transition)."""
-        return torch.ones(self.num_steps if self.per_step_ratio else 1)
+        return torch.ones(self.num_ratios)
 
     def param_groups(self, actor_lr: float, noise_lr: float) -> list[dict]:
         """Optimizer groups: the flow policy's weights and the noise network's."""
