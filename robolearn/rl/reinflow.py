@@ -17,7 +17,8 @@ the reference implementation evaluates the log-probability on another grid when 
 the ratio differ from 1 before any update. The executed action is the policy's clipped x_K.
 
 After fine-tuning the noise network is dropped: :meth:`ReinFlowPolicy.save_policy` writes the
-wrapped flow policy as a plain flow checkpoint (deterministic Euler sampling, as ``eval`` runs it).
+wrapped flow policy as a plain flow checkpoint (deterministic Euler sampling, as ``eval`` runs it),
+with ``num_inference_steps`` set to the K it was fine-tuned with.
 
 Shapes: B batch, To obs steps, H horizon, Da action dim, K Euler steps, J ratios per sample (1, or K
 with ``per_step_ratio``: DPPO's one ratio per transition, on the same chain).
@@ -90,6 +91,8 @@ class ReinFlowPolicy(nn.Module):
         self.policy = policy.eval()
         self.num_steps = num_steps or policy.config.num_inference_steps
         cfg = policy.config
+        # The policy runs the chain it is fine-tuned on: eval, serve and the saved checkpoint use K steps.
+        cfg.num_inference_steps = self.num_steps
         cond_dim = cfg.n_obs_steps * policy.obs_encoder.out_dim
         # σ starts mid-range: at a bound the sigmoid saturates and the noise net would never learn.
         self.noise = NoiseNet(cond_dim, cfg.horizon, cfg.action_dim, tuple(noise_hidden),

@@ -193,6 +193,24 @@ def test_fine_tuned_checkpoint_is_a_plain_flow_checkpoint(tmp_path):
                                agent.policy.eval().predict_action_chunk(obs, noise=noise))  # fmt: skip
 
 
+def test_fine_tuned_checkpoint_runs_the_chain_it_was_tuned_on(tmp_path):
+    # A 4-step policy fine-tuned through a 1-step chain is saved as a 1-step policy: its noise-free
+    # chain from the same x_0 is the one PPO shaped, not 4 steps of velocities trained for 1.
+    torch.manual_seed(0)
+    policy = tiny_flow_policy(num_steps=4)
+    agent = ReinFlowPolicy(policy, num_steps=1)
+    agent.save_policy(tmp_path / "ck")
+    loaded = load_policy(tmp_path / "ck")
+    assert loaded.config.num_inference_steps == 1
+    obs, noise = _obs(4), torch.randn(4, 2, 1)
+    with torch.no_grad():
+        one_step = agent._deterministic(agent.policy, obs, noise)
+        four_steps = agent.policy.predict_action_chunk(obs, noise=noise, num_steps=4)
+    expected = loaded.normalizer.unnormalize("action", loaded._clip(one_step))
+    torch.testing.assert_close(loaded.predict_action_chunk(obs, noise=noise), expected)
+    assert not torch.allclose(loaded.predict_action_chunk(obs, noise=noise), four_steps)
+
+
 @pytest.mark.parametrize("kind", ["w2", "bc"])
 def test_regularizer_is_zero_at_the_pretrained_policy_and_grows_away(kind):
     torch.manual_seed(0)
