@@ -25,72 +25,13 @@ import numpy as np
 
 from robolearn import types
 from robolearn.envs.config import CUBE_COLOURS, SLOT_FIELDS, FrankaTaskConfig
+from robolearn.envs.expert_geometry import cube_yaw, hand_yaw, mat_to_quat, nearest_yaw, quat_to_mat
 from robolearn.envs.franka.controller import quat_to_rotvec
 from robolearn.envs.franka.mjcf import CUBE_HALF
 
 OPEN, CLOSE = -1.0, 1.0
 GRASP_Z = 0.025
 """TCP height for grasping a cube resting on the table (pads just clear the table)."""
-
-
-def _quat_to_mat(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = q
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-
-
-def _mat_to_quat(m: np.ndarray) -> np.ndarray:
-    w = math.sqrt(max(1.0 + m[0, 0] + m[1, 1] + m[2, 2], 1e-12)) / 2
-    if w > 1e-3:
-        return np.array(
-            [w, (m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), (m[1, 0] - m[0, 1]) / (4 * w)]
-        )
-    i = int(np.argmax(np.diag(m)))
-    j, k = (i + 1) % 3, (i + 2) % 3
-    s = math.sqrt(max(1.0 + m[i, i] - m[j, j] - m[k, k], 1e-12)) * 2
-    q = np.empty(4)
-    q[0] = (m[k, j] - m[j, k]) / s
-    q[1 + i] = s / 4
-    q[1 + j] = (m[j, i] + m[i, j]) / s
-    q[1 + k] = (m[k, i] + m[i, k]) / s
-    return q
-
-
-def quat_yaw(quat: np.ndarray) -> float:
-    """Rotation about z of a (w, x, y, z) quaternion, in (-pi, pi]."""
-    w, x, y, z = quat
-    return math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-
-
-def cube_yaw(quat: np.ndarray) -> float:
-    """Yaw of a cube folded into [-pi/4, pi/4] (a cube looks the same every quarter turn)."""
-    return (quat_yaw(quat) + math.pi / 4) % (math.pi / 2) - math.pi / 4
-
-
-YAW_LIMIT = math.pi / 2 + 0.4
-"""Largest |hand yaw| an expert asks for (keeps joint 7 well inside its range)."""
-
-
-def hand_yaw(state: np.ndarray) -> float:
-    """Yaw of the hand's x axis from the TCP quaternion in ``observation.state``."""
-    return quat_yaw(state[18:22])
-
-
-def nearest_yaw(yaw: float, period: float, current: float) -> float:
-    """The yaw equivalent to ``yaw`` modulo ``period`` that is closest to ``current`` and within
-    ±YAW_LIMIT. Servoing to it never flips the hand by a full period when the folded target crosses
-    its wrap-around, so the demonstrated actions are a continuous function of the state."""
-    k = round((current - yaw) / period)
-    best = None
-    for cand in (yaw + (k + d) * period for d in (-1, 0, 1)):
-        if abs(cand) <= YAW_LIMIT and (best is None or abs(cand - current) < abs(best - current)):
-            best = cand
-    return yaw if best is None else best
 
 
 _NAMED_CUBE = re.compile(r"\b(\w+) cube\b")
@@ -151,10 +92,10 @@ class ScriptedExpert(ABC):
         self, state: np.ndarray, target: np.ndarray, yaw: float, grip: float, speed: float = 1.0
     ) -> np.ndarray:
         """Action that moves the TCP toward ``target`` (3,) pointing down with hand yaw ``yaw``."""
-        tcp, rot = state[15:18], _quat_to_mat(state[18:22])
+        tcp, rot = state[15:18], quat_to_mat(state[18:22])
         c, s = math.cos(yaw), math.sin(yaw)
         desired = np.array([[c, s, 0.0], [s, -c, 0.0], [0.0, 0.0, -1.0]])  # Rz(yaw) @ diag(1, -1, -1)
-        rot_err = quat_to_rotvec(_mat_to_quat(desired @ rot.T))
+        rot_err = quat_to_rotvec(mat_to_quat(desired @ rot.T))
         act = np.empty(7)
         act[:3] = np.clip(self.gain * (target - tcp) / self.cfg.max_ee_step, -speed, speed)
         act[3:6] = np.clip(self.gain * rot_err / self.cfg.max_ee_rot_step, -1.0, 1.0)

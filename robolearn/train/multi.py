@@ -101,7 +101,7 @@ def combined_stats(
 ) -> dict[str, dict[str, Any]]:
     """Stats over ``episodes[i]`` of ``roots[i]`` for every ``i``, combined exactly (module docstring)."""
     from robolearn.data import stats as stats_mod
-    from robolearn.data.sampler import compute_stats
+    from robolearn.data.dataset_stats import compute_stats
 
     parts = [compute_stats(r, eps, keys) for r, eps in zip(roots, episodes, strict=True) if len(eps)]
     if not parts:

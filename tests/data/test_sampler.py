@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from robolearn.data.dataset_stats import compute_stats
 from robolearn.data.reader import LeRobotReader
-from robolearn.data.sampler import WindowedDataset, compute_stats, split_episodes
+from robolearn.data.sampler import WindowedDataset, split_episodes
 from robolearn.data.transforms import RandomShift
 from robolearn.data.writer import LeRobotWriter
 from robolearn.types import FeatureSpec

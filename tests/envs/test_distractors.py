@@ -18,16 +18,15 @@ from robolearn.envs import SUITES, env_config, make_env
 from robolearn.envs.config import CUBE_COLOURS, SLOT_ENV_STATE_NAMES
 from robolearn.envs.experts import make_expert, named_cubes, task_view
 from robolearn.envs.franka.mjcf import scene_xml
-from robolearn.envs.franka.tasks import (
-    COLOURS,
+from robolearn.envs.franka.placement import (
     DISTRACTOR_CLEARANCE,
     DISTRACTOR_SPACING,
     PUSH_LANE,
     TABLE_X,
     TABLE_Y,
-    StackTask,
-    _segment_dist,
+    segment_dist,
 )
+from robolearn.envs.franka.tasks import COLOURS, StackTask
 from robolearn.envs.recording import rollout
 
 GOLDEN = json.loads((Path(__file__).parent / "default_scenes_03587a1.json").read_text())
@@ -118,7 +117,7 @@ def test_distractor_scene_layout(task, n):
                 if task == "push":  # off the lane the pushed cube travels
                     cube = xy[named[0]]
                     u = (goal[1:3] - cube) / np.linalg.norm(goal[1:3] - cube)
-                    assert _segment_dist(xy[c], cube - 0.09 * u, goal[1:3] + 0.04 * u) >= PUSH_LANE - 1e-6
+                    assert segment_dist(xy[c], cube - 0.09 * u, goal[1:3] + 0.04 * u) >= PUSH_LANE - 1e-6
             # The task's own cubes sit where the scene without distractors puts them (same draws).
             np.testing.assert_array_equal(task_view(task, es, instruction)[:7], _plain(task, seed)[:7])
         # The target's slot changes from scene to scene: the layout does not say which cube it is.

@@ -133,7 +133,9 @@ def test_per_step_ratios_are_each_transitions_log_density():
     critic = ValueCritic(4, (16,))
     opt = torch.optim.Adam([*agent.parameters(), *critic.parameters()], lr=1e-3)
     batch = Batch(obs, chain, logp, torch.randn(8), torch.randn(8))
-    out = ppo_update(agent, critic, opt, batch, PPOConfig(update_epochs=2, minibatch_size=4), np.random.default_rng(0))
+    out = ppo_update(
+        agent, critic, opt, batch, PPOConfig(update_epochs=2, minibatch_size=4), np.random.default_rng(0)
+    )
     assert out["ratio_first"] < 1e-6 and out["minibatches"] == 4
 
 

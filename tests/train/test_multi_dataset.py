@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from robolearn.cli import main
+from robolearn.data.dataset_stats import compute_stats
 from robolearn.data.errors import DatasetError
 from robolearn.data.merge import merge_datasets
-from robolearn.data.sampler import compute_stats
 from robolearn.data.writer import LeRobotWriter
 from robolearn.policies import load_policy
 from robolearn.train.config import TrainConfig

@@ -16,6 +16,15 @@ import numpy as np
 
 from robolearn.envs.config import CUBE_COLOURS, SLOT_ENV_STATE_NAMES, SLOT_FIELDS, distractor_count
 from robolearn.envs.franka.mjcf import CUBE_HALF, SceneSpec
+from robolearn.envs.franka.placement import (
+    DISTRACTOR_CLEARANCE,
+    PUSH_LANE,
+    TABLE_X,
+    TABLE_Y,
+    free_spot,
+    random_yaw_quat,
+    sample_xy,
+)
 
 COLOURS: dict[str, tuple[float, float, float, float]] = {
     "red": (0.85, 0.1, 0.1, 1.0),
@@ -27,18 +36,8 @@ COLOURS: dict[str, tuple[float, float, float, float]] = {
 }
 _NAMES = tuple(COLOURS)
 assert _NAMES == CUBE_COLOURS  # the distractor layout's slot order is the config's
-TABLE_X = (0.4, 0.6)
-TABLE_Y = (-0.18, 0.18)
 OPEN_WIDTH = 0.06
 """Gripper width (m) above which a placed cube counts as released."""
-DISTRACTOR_CLEARANCE = 0.1
-"""Least distance (m) from a distractor's centre to a task cube's or the goal's: the open fingers
-(pads 5.4 cm from the TCP) and a cube set down on the goal never touch one."""
-DISTRACTOR_SPACING = 0.08
-"""Least distance (m) between two distractors' centres (a cube's half diagonal is 2.8 cm)."""
-PUSH_LANE = 0.1
-"""Least distance (m) of a distractor from the line a pushed cube travels, from behind the cube
-(where the pusher lowers) to just past the goal."""
 
 
 class SceneHandles:
@@ -61,41 +60,6 @@ class SceneHandles:
         """(7,) position + quaternion (w, x, y, z)."""
         a = self.cube_qpos[cube]
         return data.qpos[a : a + 7]
-
-
-def _random_yaw_quat(rng: np.random.Generator) -> np.ndarray:
-    yaw = rng.uniform(-np.pi / 4, np.pi / 4)
-    return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
-
-
-def _segment_dist(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    """Distance from point ``p`` to the segment ``a``-``b`` (all xy)."""
-    ab = b - a
-    denom = float(ab @ ab)
-    t = 0.0 if denom == 0.0 else min(max(float((p - a) @ ab) / denom, 0.0), 1.0)
-    return float(np.linalg.norm(p - (a + t * ab)))
-
-
-def _free_spot(
-    rng: np.random.Generator, zones: list[tuple[np.ndarray, np.ndarray, float]], taken: list[np.ndarray]
-) -> np.ndarray | None:
-    """A uniform table position outside every zone and :data:`DISTRACTOR_SPACING` from ``taken``."""
-    for _ in range(200):
-        xy = np.array([rng.uniform(*TABLE_X), rng.uniform(*TABLE_Y)])
-        if all(_segment_dist(xy, a, b) >= r for a, b, r in zones) and all(
-            np.linalg.norm(xy - t) >= DISTRACTOR_SPACING for t in taken
-        ):
-            return xy
-    return None
-
-
-def _sample_xy(rng: np.random.Generator, avoid: list[np.ndarray], min_dist: float) -> np.ndarray:
-    """Uniform table position at least ``min_dist`` from every point in ``avoid``."""
-    for _ in range(100):
-        xy = np.array([rng.uniform(*TABLE_X), rng.uniform(*TABLE_Y)])
-        if all(np.linalg.norm(xy - a) >= min_dist for a in avoid):
-            return xy
-    raise RuntimeError("could not place objects; table too small for min_dist")
 
 
 @dataclass
@@ -209,7 +173,7 @@ class Task(ABC):
         for _ in range(50):  # restart the whole set when a late cube finds no room
             spots: list[np.ndarray] = []
             for _ in range(self.distractors):
-                spot = _free_spot(rng, zones, spots)
+                spot = free_spot(rng, zones, spots)
                 if spot is None:
                     break
                 spots.append(spot)
@@ -218,7 +182,7 @@ class Task(ABC):
         else:
             raise RuntimeError(f"task {self.name!r}: no room for {self.distractors} distractors on the table")
         for k, (i, xy) in enumerate(zip(picks, spots, strict=True)):
-            self._place_cube(data, f"distractor_{k}", xy, _random_yaw_quat(rng), free[int(i)])
+            self._place_cube(data, f"distractor_{k}", xy, random_yaw_quat(rng), free[int(i)])
 
     def slot_state(self, data: mujoco.MjData, out: np.ndarray) -> None:
         """Write the colour-slot environment state (:data:`SLOT_ENV_STATE_NAMES`) into ``out`` (52,)."""
@@ -290,7 +254,7 @@ class LiftTask(Task):
 
     def sample(self, rng, data):
         colour = _NAMES[rng.integers(len(_NAMES))]
-        self._place_cube(data, "cube_a", _sample_xy(rng, [], 0.0), _random_yaw_quat(rng), colour)
+        self._place_cube(data, "cube_a", sample_xy(rng, [], 0.0), random_yaw_quat(rng), colour)
         self.state = TaskState(f"lift the {colour} cube", (colour,))
 
     def env_state(self, data, out):
@@ -317,9 +281,9 @@ class _GoalTask(Task):
 
     def sample(self, rng, data):
         i, j = rng.choice(len(_NAMES), size=2, replace=False)
-        cube_xy = _sample_xy(rng, [], 0.0)
-        goal_xy = _sample_xy(rng, [cube_xy], self.min_goal_dist)
-        self._place_cube(data, "cube_a", cube_xy, _random_yaw_quat(rng), _NAMES[i])
+        cube_xy = sample_xy(rng, [], 0.0)
+        goal_xy = sample_xy(rng, [cube_xy], self.min_goal_dist)
+        self._place_cube(data, "cube_a", cube_xy, random_yaw_quat(rng), _NAMES[i])
         self.model.site_pos[self.h.goal_site, :2] = goal_xy
         self.model.site_rgba[self.h.goal_site] = COLOURS[_NAMES[j]][:3] + (0.5,)
         self.state = TaskState(
@@ -388,10 +352,10 @@ class StackTask(Task):
 
     def sample(self, rng, data):
         i, j = rng.choice(len(_NAMES), size=2, replace=False)
-        a_xy = _sample_xy(rng, [], 0.0)
-        b_xy = _sample_xy(rng, [a_xy], 0.1)
-        self._place_cube(data, "cube_a", a_xy, _random_yaw_quat(rng), _NAMES[i])
-        self._place_cube(data, "cube_b", b_xy, _random_yaw_quat(rng), _NAMES[j])
+        a_xy = sample_xy(rng, [], 0.0)
+        b_xy = sample_xy(rng, [a_xy], 0.1)
+        self._place_cube(data, "cube_a", a_xy, random_yaw_quat(rng), _NAMES[i])
+        self._place_cube(data, "cube_b", b_xy, random_yaw_quat(rng), _NAMES[j])
         self.state = TaskState(f"put the {_NAMES[i]} cube on the {_NAMES[j]} cube", (_NAMES[i], _NAMES[j]))
 
     def env_state(self, data, out):
