@@ -20,7 +20,6 @@ then ``--episodes`` are collected for each env, one after the other, into one da
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from robolearn.cli import UserError
+from robolearn.commands.collect_sources import check_policy, expert_stream, teleop_stream, with_sim_state
 
 EPILOG = """\
 --expert package.module:callable
@@ -134,103 +134,6 @@ def _config(args: argparse.Namespace):
         raise UserError(str(exc).strip("'\"")) from None
 
 
-def _policy(env, config, env_name: str, spec: str | None):
-    """The user's policy for ``spec`` or the env's shipped expert; one-line UserErrors otherwise."""
-    from robolearn.envs.expert_plugin import ExpertSpecError, build_policy
-    from robolearn.envs.experts import NoExpertError, make_expert
-
-    if spec:
-        try:
-            return build_policy(spec, env)
-        except ExpertSpecError as exc:
-            raise UserError(str(exc)) from None
-    try:
-        return make_expert(config)
-    except NoExpertError as exc:
-        raise UserError(
-            f"{env_name}: {exc}; pass --expert package.module:callable with your own "
-            "(see robolearn collect --help)"
-        ) from None
-    except ValueError as exc:
-        raise UserError(f"{env_name}: {exc}") from None
-
-
-# --------------------------------------------------------------------------- expert workers
-_WORKER: dict = {}
-
-
-def _worker_init(
-    env_name: str, config, action_noise: float, spec: str | None, post_success: int, sim_state: bool = False
-) -> None:
-    """Build one worker's env and expert (in a process of :func:`robolearn.envs.workers.ordered_episodes`)."""
-    from robolearn.envs import make_env
-
-    env = _with_sim_state(make_env(env_name, config), sim_state)
-    _WORKER.update(
-        env=env,
-        expert=_policy(env, config, env_name, spec),
-        action_noise=action_noise,
-        post_success=post_success,
-    )
-
-
-def _worker_episode(seed: int):
-    from robolearn.envs.recording import rollout
-
-    expert = _WORKER["expert"]
-    reset = getattr(expert, "reset", None)
-    return rollout(_WORKER["env"], expert, seed, reset, _WORKER["action_noise"], _WORKER["post_success"])
-
-
-def _expert_stream(env, args: argparse.Namespace, config, first_seed: int) -> Iterator:
-    from robolearn.envs.recording import rollout
-
-    seeds = itertools.count(first_seed)
-    if args.workers <= 1:
-        expert = _policy(env, config, args.env, args.expert)
-        for seed in seeds:
-            reset = getattr(expert, "reset", None)
-            yield rollout(env, expert, seed, reset, args.expert_noise, args.post_success_steps)
-        return
-    from robolearn.envs.workers import ordered_episodes
-
-    init = (args.env, config, args.expert_noise, args.expert, args.post_success_steps, args.record_sim_state)
-    yield from ordered_episodes(_worker_init, init, _worker_episode, first_seed, args.workers)
-
-
-def _teleop_stream(env, first_seed: int, fps: float) -> Iterator:
-    from robolearn import types
-    from robolearn.envs.recording import Episode, frame_from
-    from robolearn.envs.teleop import KeyboardTeleop, print_help, stream_keys
-
-    teleop = KeyboardTeleop()
-    print_help()
-    keys = stream_keys(sys.stdin, tick=1.0 / fps)
-    for seed in itertools.count(first_seed):
-        obs, _ = env.reset(seed=seed)
-        teleop.reset()
-        episode = Episode(seed=seed, task=str(obs[types.TASK]))
-        print(f"episode seed {seed}: {episode.task}", file=sys.stderr)
-        for ev in teleop.events(keys):
-            if ev.command == "quit":
-                return
-            if ev.command in ("save", "discard"):
-                if ev.command == "save" and episode.frames:
-                    yield episode
-                break
-            nxt, reward, terminated, truncated, info = env.step(ev.action)
-            done = terminated or truncated
-            episode.frames.append(frame_from(obs, ev.action, reward, done, bool(info["is_success"])))
-            episode.success = episode.success or bool(info["is_success"])
-            obs = nxt
-            if done:
-                print(f"episode end: success={episode.success}", file=sys.stderr)
-                yield episode
-                break
-        else:
-            return  # keys ran out
-
-
 # --------------------------------------------------------------------------- the dataset
 def _open_dataset(args: argparse.Namespace, config, features: dict, fps: float):
     """A writer on ``--out``: a new dataset labelled with the env, or the existing one if it matches."""
@@ -329,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
             load_factory(args.expert)
         except ExpertSpecError as exc:
             raise UserError(str(exc)) from None
-    env = _with_sim_state(make_env(args.env, config), args.record_sim_state)
+    env = with_sim_state(make_env(args.env, config), args.record_sim_state)
     try:
         fps = float((env.metadata or {}).get("render_fps") or getattr(config, "control_hz", 0) or 0)
         if fps <= 0:
@@ -342,14 +245,14 @@ def run(args: argparse.Namespace) -> int:
                 + (f" ({' '.join(names)})" if names else "")
             )
         if not args.teleop:
-            _check_policy(env, config, args)
+            check_policy(env, config, args)
         writer = _open_dataset(args, config, env_features(env, executed_action=args.expert_noise > 0), fps)
         taken = writer.seeds or {}
         first = _first_seed(args, taken)
         if args.teleop:
-            stream = _teleop_stream(env, first, fps)
+            stream = teleop_stream(env, first, fps)
         else:
-            stream = _expert_stream(env, args, config, first)
+            stream = expert_stream(env, args, config, first)
         summary = _record(args, writer, stream, taken)
     finally:
         env.close()
@@ -369,31 +272,6 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
-
-
-def _with_sim_state(env, record: bool):
-    """``env``, wrapped to add ``observation.sim_state`` when ``record`` (UserError if it is no MuJoCo env)."""
-    if not record:
-        return env
-    from robolearn.envs.sim_state import SimStateObservation
-
-    try:
-        return SimStateObservation(env)
-    except ValueError as exc:
-        env.close()
-        raise UserError(f"--record-sim-state: {exc}") from None
-
-
-def _check_policy(env, config, args: argparse.Namespace) -> None:
-    """Build the expert on a throwaway instance and check one action, before anything is written."""
-    from robolearn.envs.expert_plugin import ExpertSpecError, check_action
-
-    policy = _policy(env, config, args.env, args.expert)
-    obs, _ = env.reset(seed=0)
-    try:
-        check_action(args.expert or "the shipped expert", policy, env, obs)
-    except ExpertSpecError as exc:
-        raise UserError(str(exc)) from None
 
 
 def _record(

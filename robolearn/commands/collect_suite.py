@@ -24,7 +24,7 @@ def _sub_args(args: argparse.Namespace, env: str) -> argparse.Namespace:
 
 def _probe(name: str, sub: argparse.Namespace, config: Any) -> tuple[dict, float]:
     """Build ``name`` once: its dataset features and control rate, and check its expert."""
-    from robolearn.commands import collect
+    from robolearn.commands import collect_sources
     from robolearn.envs import make_env
     from robolearn.envs.recording import env_features
 
@@ -33,7 +33,7 @@ def _probe(name: str, sub: argparse.Namespace, config: Any) -> tuple[dict, float
         fps = float((env.metadata or {}).get("render_fps") or getattr(config, "control_hz", 0) or 0)
         if fps <= 0:
             raise UserError(f"{name}: the env reports no control rate (metadata['render_fps'])")
-        collect._check_policy(env, config, sub)
+        collect_sources.check_policy(env, config, sub)
         return env_features(env, executed_action=sub.expert_noise > 0), fps
     finally:
         env.close()
@@ -101,7 +101,7 @@ def _open(args: argparse.Namespace, names: tuple[str, ...], configs: dict, featu
 
 def run_many(args: argparse.Namespace, names: tuple[str, ...]) -> int:
     """Collect ``args.episodes`` expert episodes of every env in ``names`` into ``args.out``."""
-    from robolearn.commands import collect
+    from robolearn.commands import collect, collect_sources
     from robolearn.data.writer import LeRobotWriter
     from robolearn.envs import make_env
 
@@ -136,7 +136,7 @@ def run_many(args: argparse.Namespace, names: tuple[str, ...]) -> int:
         env = make_env(name, configs[name])
         try:
             per_env[name] = collect._record(
-                sub, writer, collect._expert_stream(env, sub, configs[name], first), taken, env=name
+                sub, writer, collect_sources.expert_stream(env, sub, configs[name], first), taken, env=name
             )
         finally:
             env.close()
