@@ -256,7 +256,7 @@ def test_efficientnet_feature_block_is_the_full_networks_intermediate_map():
 
 
 def test_keypoint_tokens_find_where_a_feature_is_and_what_it_is():
-    from robolearn.policies.vla.prefix import KeypointTokens
+    from robolearn.policies.vla.spatial import KeypointTokens
 
     pool = KeypointTokens(channels=3, num_tokens=16, keypoints=2)  # a 4x4 grid
     with torch.no_grad():
@@ -275,7 +275,7 @@ def test_keypoint_tokens_find_where_a_feature_is_and_what_it_is():
 
 
 def test_instruction_conditioned_keypoints_look_for_what_the_words_name():
-    from robolearn.policies.vla.prefix import KeypointTokens
+    from robolearn.policies.vla.spatial import KeypointTokens
 
     pool = KeypointTokens(channels=2, num_tokens=16, keypoints=1, cond_dim=2)
     tokens = torch.zeros(2, 16, 2)
@@ -304,7 +304,7 @@ def test_keypoint_tokens_train_on_cached_tower_features():
 
 
 def test_feature_adapter_film_starts_as_identity_and_then_follows_the_words():
-    from robolearn.policies.vla.prefix import FeatureAdapter
+    from robolearn.policies.vla.spatial import FeatureAdapter
 
     torch.manual_seed(0)
     adapter = FeatureAdapter(channels=3, num_tokens=16, width=4, layers=2, cond_dim=2, shift=0.0)
@@ -320,7 +320,7 @@ def test_feature_adapter_film_starts_as_identity_and_then_follows_the_words():
 
 
 def test_feature_adapter_shifts_the_grid_in_training_only():
-    from robolearn.policies.vla.prefix import FeatureAdapter
+    from robolearn.policies.vla.spatial import FeatureAdapter
 
     adapter = FeatureAdapter(channels=1, num_tokens=16, width=2, layers=1, cond_dim=0, shift=1.0)
     grid = torch.zeros(1, 1, 4, 4)
@@ -346,6 +346,55 @@ def test_adapter_and_keypoints_train_on_cached_tower_features():
     assert adapter.convs[0].weight.grad.abs().sum() > 0 and adapter.films[0].weight.grad.abs().sum() > 0
     assert policy.prefix.keypoints.score.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in policy.prefix.tower.parameters())
+
+
+def test_pixel_keypoints_find_the_named_colour_at_the_fine_grid():
+    from robolearn.policies.vla.spatial import PixelKeypoints
+
+    pix = PixelKeypoints(grid=8, keypoints=1, hidden=3, cond_dim=2)
+    image = torch.zeros(2, 3, 32, 32)  # the same image for two instructions
+    image[:, 0, 4:8, 24:28] = 1.0  # a red square in cell (row 1, column 6) of the 8x8 grid
+    image[:, 2, 20:24, 8:12] = 1.0  # a blue one in cell (5, 2)
+    cells = pix.pool(image)
+    assert cells.shape == (2, 64, 3) and torch.allclose(cells[0, 1 * 8 + 6], torch.tensor([1.0, 0, 0]))
+    with torch.no_grad():  # the per-cell features are the colour itself
+        pix.colour[0].weight.copy_(torch.eye(3)), pix.colour[0].bias.fill_(1.0)
+        pix.colour[2].weight.copy_(torch.eye(3)), pix.colour[2].bias.fill_(-1.0)
+        kp = pix.keypoints
+        kp.score.weight.zero_()
+        kp.cond.weight.copy_(5 * torch.tensor([[1.0, 0], [0, 0], [0, 1.0]]))  # instruction 0: red, 1: blue
+    out = pix(cells, torch.eye(2))
+    assert out.shape == (2, 1, pix.out_dim)
+    grid = torch.linspace(-1, 1, 8)
+    assert torch.allclose(out[0, 0, :2], torch.stack([grid[6], grid[1]]), atol=1e-2)
+    assert torch.allclose(out[1, 0, :2], torch.stack([grid[2], grid[5]]), atol=1e-2)
+
+
+def test_pixel_keypoints_train_behind_the_cache_and_add_their_tokens():
+    vision = VisionTowerConfig(
+        hf_config=dict(TINY_SIGLIP), freeze=True, keypoints=3, pixel_keypoints=2, pixel_grid=8
+    )
+    policy = build(tiny_config(vision=vision)).train()
+    plain = build(
+        tiny_config(vision=VisionTowerConfig(hf_config=dict(TINY_SIGLIP), freeze=True, keypoints=3))
+    )
+    cameras = len(policy.prefix.image_keys)
+    assert policy.prefix.num_fixed == plain.prefix.num_fixed + 2 * cameras
+    b = {**batch(6), "index": torch.arange(6), "dataset_index": torch.zeros(6, dtype=torch.long)}
+    keys = [(0, i) for i in range(6)]
+    assert policy.pixels_needed(keys) == [True] * 6
+    first = policy.compute_loss(b)[0]
+    first.backward()
+    assert policy.prefix.pixels.colour[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in policy.prefix.tower.parameters())
+    assert policy.pixels_needed(keys) == [False] * 6  # both caches hold every frame now
+    cells = policy.prefix._pixel_cache[(0, 0)]
+    assert cells.shape == (1, cameras, 64, 3) and cells.dtype == torch.float16
+    torch.manual_seed(1)
+    again = policy.compute_loss(b)[0]  # served from the caches: the same loss for the same noise
+    torch.manual_seed(1)
+    fresh = policy.compute_loss({k: v for k, v in b.items() if k not in ("index", "dataset_index")})[0]
+    assert torch.allclose(again, fresh, atol=2e-3)
 
 
 def _minilm_prefix():

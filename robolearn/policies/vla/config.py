@@ -53,6 +53,16 @@ class VisionTowerConfig:
     """With ``keypoints``: the instruction (its mean prefix token) shifts each keypoint's query, so a
     keypoint can look for the cube the words name rather than for every cube of a colour it learned;
     with ``adapter`` it also modulates the adapter's channels (FiLM)."""
+    pixel_keypoints: int = 0
+    """Spatial-softmax keypoints over the camera's own pixels, average-pooled to ``pixel_grid`` x
+    ``pixel_grid`` cells (cached beside the tower's features): a per-cell MLP of ``pixel_hidden``
+    features scores each cell, the instruction shifts the query (with ``keypoints_follow_instruction``),
+    and each keypoint adds one token per image (its (x, y) and the features it found). The tower's
+    stride-8 map holds a small cube in a cell or two; these find its colour at a finer grid. 0: off."""
+    pixel_grid: int = 48
+    """With ``pixel_keypoints``: cells per side of the pooled image."""
+    pixel_hidden: int = 16
+    """With ``pixel_keypoints``: features per cell."""
     adapter: int = 0
     """Trainable convolutions after the (cached) tower, before the keypoints: ``adapter_layers`` 3x3
     conv + GroupNorm + GELU layers of this many channels over each image's token grid, each modulated
@@ -172,6 +182,13 @@ class VLAConfig(PolicyConfig):
             )
         if self.vision.keypoints < 0:
             raise ConfigError(f"vision.keypoints: expected >= 0, found {self.vision.keypoints}")
+        if self.vision.pixel_keypoints < 0 or self.vision.pixel_grid < 1 or self.vision.pixel_hidden < 1:
+            raise ConfigError(
+                "vision.pixel_keypoints / pixel_grid / pixel_hidden: expected >= 0 / >= 1 / >= 1, found "
+                f"{self.vision.pixel_keypoints} / {self.vision.pixel_grid} / {self.vision.pixel_hidden}"
+            )
+        if self.vision.pixel_keypoints > 0 and self.vision.kind == "none":
+            raise ConfigError("vision.pixel_keypoints: needs cameras (vision.kind is 'none')")
         if self.vision.adapter < 0 or self.vision.adapter_layers < 1:
             raise ConfigError(
                 f"vision.adapter / adapter_layers: expected >= 0 / >= 1, found {self.vision.adapter} / {self.vision.adapter_layers}"

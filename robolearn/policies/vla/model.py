@@ -163,7 +163,7 @@ class VLAPolicy(Policy):
             return
         norm = self._normalized_obs(batch)
         with self._autocast():
-            self.prefix.image_features([norm[k] for k in self.prefix.image_keys], keys)
+            self.prefix.cache_images([norm[k] for k in self.prefix.image_keys], keys)
 
     # ------------------------------------------------------------------------------ heads
     def _velocity(self, x: torch.Tensor, t: torch.Tensor, kv: list) -> torch.Tensor:

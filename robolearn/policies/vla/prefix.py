@@ -22,6 +22,7 @@ from torch import nn
 from robolearn.policies.vla import backbones
 from robolearn.policies.vla import tokenizer as toks
 from robolearn.policies.vla.config import VLAConfig
+from robolearn.policies.vla.spatial import FeatureAdapter, KeypointTokens, PixelKeypoints
 
 
 @dataclass
@@ -34,101 +35,6 @@ class Prefix:
     """(B, L + F) bool: False at instruction padding."""
     hidden: torch.Tensor | None
     """(B, L + F, E) after the LM (causal_lm) or ``embeds`` (sentence_encoder); None if not run."""
-
-
-def grid_side(num_tokens: int, field: str) -> int:
-    """The side of the square grid that ``num_tokens`` tokens per image form; else an error naming ``field``."""
-    side = math.isqrt(num_tokens)
-    if side * side != num_tokens:
-        raise ValueError(f"{field}: the tower's {num_tokens} tokens per image are not a square grid")
-    return side
-
-
-class KeypointTokens(nn.Module):
-    """Spatial-softmax keypoints as tokens: grid tokens (N, P = s·s, C) -> (N, K, C + 2).
-
-    A 1x1 projection scores every position for each of K keypoints; the softmax over positions gives
-    the keypoint's expected (x, y) in [-1, 1] and the attention-weighted features (what it found).
-    With ``cond_dim`` the instruction shifts each keypoint's query (FiLM-style, as RT-1 conditions its
-    EfficientNet on the instruction), so what a keypoint looks for, e.g. the red cube, follows the
-    words; that shift starts at zero.
-    """
-
-    def __init__(self, channels: int, num_tokens: int, keypoints: int, cond_dim: int = 0) -> None:
-        super().__init__()
-        side = grid_side(num_tokens, "vision.keypoints")
-        self.score = nn.Linear(channels, keypoints)
-        # a learned sharpness per keypoint, starting at 10: on unit-scale frozen features the plain
-        # scores (std ~0.5) leave the softmax nearly uniform over the grid, and at Adam's step size
-        # the projection alone takes many thousands of steps to grow peaky
-        self.log_sharpness = nn.Parameter(torch.full((keypoints,), math.log(10.0)))
-        self.cond: nn.Linear | None = None
-        if cond_dim > 0:
-            self.cond = nn.Linear(cond_dim, keypoints * channels)
-            nn.init.zeros_(self.cond.weight)
-            nn.init.zeros_(self.cond.bias)
-        ys, xs = torch.meshgrid(torch.linspace(-1, 1, side), torch.linspace(-1, 1, side), indexing="ij")
-        self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], -1), persistent=False)
-        self.out_dim = channels + 2
-
-    def forward(self, tokens: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """``tokens`` (N, P, C), ``cond`` (N, cond_dim) with ``cond_dim``."""
-        scores = self.score(tokens)  # (N, P, K)
-        if self.cond is not None and cond is not None:
-            n, _, c = tokens.shape
-            scores = scores + tokens @ self.cond(cond).view(n, -1, c).transpose(1, 2)
-        weights = torch.softmax((scores * self.log_sharpness.exp()).transpose(1, 2), dim=-1)  # (N, K, P)
-        return torch.cat([weights @ self.grid.to(tokens.dtype), weights @ tokens], dim=-1)
-
-
-class FeatureAdapter(nn.Module):
-    """Trainable FiLM-conditioned convolutions over a token grid: (N, P = s·s, C) -> (N, P, W).
-
-    Each layer is a 3x3 conv, GroupNorm, a per-channel scale and shift from the instruction
-    (``x·(1 + γ) + β``, zero at the start) and GELU. With ``shift`` > 0, training translates the grid
-    by a random offset of up to ``shift`` cells first (bilinear, border values repeated).
-    """
-
-    def __init__(
-        self, channels: int, num_tokens: int, width: int, layers: int, cond_dim: int, shift: float
-    ) -> None:
-        super().__init__()
-        self.side = grid_side(num_tokens, "vision.adapter")
-        self.shift = shift
-        self.convs = nn.ModuleList(
-            nn.Conv2d(channels if i == 0 else width, width, 3, padding=1) for i in range(layers)
-        )
-        self.norms = nn.ModuleList(nn.GroupNorm(math.gcd(8, width), width) for _ in range(layers))
-        self.films = (
-            nn.ModuleList(nn.Linear(cond_dim, 2 * width) for _ in range(layers)) if cond_dim else None
-        )
-        for film in self.films or ():
-            nn.init.zeros_(film.weight)
-            nn.init.zeros_(film.bias)
-        self.out_dim = width
-
-    def _shifted(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        offset = (torch.rand(n, 2, device=x.device, dtype=x.dtype) * 2 - 1) * (2 * self.shift / self.side)
-        theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
-        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-        theta[:, :, 2] = offset
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-    def forward(self, tokens: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """``tokens`` (N, P, C), ``cond`` (N, cond_dim) with ``cond_dim``."""
-        n, p, c = tokens.shape
-        x = tokens.transpose(1, 2).reshape(n, c, self.side, self.side)
-        if self.training and self.shift > 0:
-            x = self._shifted(x)
-        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
-            x = norm(conv(x))
-            if self.films is not None and cond is not None:
-                gamma, beta = self.films[i](cond).chunk(2, dim=-1)
-                x = x * (1 + gamma[..., None, None]) + beta[..., None, None]
-            x = F.gelu(x)
-        return x.flatten(2).transpose(1, 2)
 
 
 class PrefixEncoder(nn.Module):
@@ -165,6 +71,7 @@ class PrefixEncoder(nn.Module):
 
         self.image_keys = sorted(image_shapes) if cfg.vision.kind != "none" else []
         self.tower: nn.Module | None = None
+        self.pixels: PixelKeypoints | None = None
         self.tokens_per_image = 0
         if self.image_keys:
             shapes = {tuple(image_shapes[k]) for k in self.image_keys}
@@ -196,16 +103,24 @@ class PrefixEncoder(nn.Module):
             self.img_proj = nn.Sequential(
                 nn.Linear(token_dim, self.width), nn.GELU(), nn.Linear(self.width, self.width)
             )
+            if cfg.vision.pixel_keypoints > 0:
+                v = cfg.vision
+                self.pixels = PixelKeypoints(v.pixel_grid, v.pixel_keypoints, v.pixel_hidden, cond)
+                self.pix_proj = nn.Sequential(
+                    nn.Linear(self.pixels.out_dim, self.width), nn.GELU(), nn.Linear(self.width, self.width)
+                )
         self.has_state = state_dim > 0
         if self.has_state:
             self.state_proj = nn.Linear(state_dim, self.width)
         to = cfg.n_obs_steps
-        self.num_fixed = to * (len(self.image_keys) * self.tokens_per_image + int(self.has_state))
+        per_image = self.tokens_per_image + (cfg.vision.pixel_keypoints if self.image_keys else 0)
+        self.num_fixed = to * (len(self.image_keys) * per_image + int(self.has_state))
         self.pos = nn.Parameter(torch.randn(1, max(self.num_fixed, 1), self.width) * 0.02)
         self.cache_frozen = bool(
             self.tower is not None and cfg.vision.freeze and cfg.vision.train_last_layers == 0
         )
         self._feature_cache: dict[tuple[int, int], torch.Tensor] = {}
+        self._pixel_cache: dict[tuple[int, int], torch.Tensor] = {}
         self._cache_bytes = 0
         self.train()  # frozen backbones start in eval mode, as train() keeps them
 
@@ -265,45 +180,68 @@ class PrefixEncoder(nn.Module):
     ) -> torch.Tensor:
         """Per camera (B, To, 3, H, W) normalized -> tower tokens (B, To, C, P, Ev). Frozen towers with
         ``cache_keys`` (dataset, frame index) reuse features cached on an earlier visit."""
+
+        def tower(x: torch.Tensor) -> torch.Tensor:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cache_frozen):
+                return self._pool(self.tower(x))
+
+        return self._cached(images, cache_keys, self._feature_cache, tower)
+
+    def pixel_cells(
+        self, images: Sequence[torch.Tensor], cache_keys: Sequence[tuple[int, int]] | None = None
+    ) -> torch.Tensor:
+        """Per camera (B, To, 3, H, W) normalized -> the pixel keypoints' pooled cells (B, To, C, g·g, 3),
+        cached beside the tower's features."""
+        return self._cached(images, cache_keys, self._pixel_cache, self.pixels.pool)
+
+    def cache_images(self, images: Sequence[torch.Tensor], cache_keys: Sequence[tuple[int, int]]) -> None:
+        """Fill the caches (tower features, pixel cells) for the frames ``cache_keys``."""
+        self.image_features(images, cache_keys)
+        if self.pixels is not None:
+            self.pixel_cells(images, cache_keys)
+
+    def _cached(self, images, cache_keys, cache: dict, compute) -> torch.Tensor:
+        """``compute`` over each camera image (b'·To·C, 3, H, W) -> (b'·To·C, P, E), stacked to
+        (B, To, C, P, E); with the frozen cache on, frames found in ``cache`` skip it."""
         b, to = images[0].shape[:2]
         use_cache = cache_keys is not None and self.cache_frozen and self.cfg.feature_cache_mb > 0
         todo = list(range(b))
         out: list[torch.Tensor | None] = [None] * b
         if use_cache:
             for i, key in enumerate(cache_keys):
-                hit = self._feature_cache.get(key)
+                hit = cache.get(key)
                 if hit is not None:
                     out[i] = hit
             todo = [i for i in range(b) if out[i] is None]
         if todo:
             x = torch.stack([img[todo] for img in images], dim=2).flatten(0, 2)  # (b'·To·C, 3, H, W)
-            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cache_frozen):
-                feats = self._pool(self.tower(x))
+            feats = compute(x)
             feats = feats.view(len(todo), to, len(images), *feats.shape[1:])
             if not use_cache:
                 return feats
             for j, i in enumerate(todo):  # the cached (float16) copy where kept: every visit sees the same
-                out[i] = self._remember(cache_keys[i], feats[j])
+                out[i] = self._remember(cache, cache_keys[i], feats[j])
         dtype = next(iter(self.img_proj.parameters())).dtype
         return torch.stack([o.to(dtype) for o in out])
 
     def pixels_needed(self, keys: Sequence[tuple[int, int]]) -> list[bool]:
         """Per training frame key: False where no camera pixels are used (no tower, or its features
-        are cached; the cache only grows, so a False stays False)."""
+        and pixel cells are cached; the caches only grow, so a False stays False)."""
         if self.tower is None:
             return [False] * len(keys)
         if not (self.cache_frozen and self.cfg.feature_cache_mb > 0):
             return [True] * len(keys)
-        return [key not in self._feature_cache for key in keys]
+        pixels = self.pixels is not None
+        return [key not in self._feature_cache or (pixels and key not in self._pixel_cache) for key in keys]
 
-    def _remember(self, key: tuple[int, int], feats: torch.Tensor) -> torch.Tensor:
+    def _remember(self, cache: dict, key: tuple[int, int], feats: torch.Tensor) -> torch.Tensor:
         """Cache ``feats`` under ``key`` while the budget lasts; returns what later visits will see."""
         size = feats.numel() * 2
         if self._cache_bytes + size > self.cfg.feature_cache_mb * 2**20:
             return feats
-        self._feature_cache[key] = feats.detach().to(torch.float16)
+        cache[key] = feats.detach().to(torch.float16)
         self._cache_bytes += size
-        return self._feature_cache[key]
+        return cache[key]
 
     def instruction_tokens(
         self, tasks: Sequence[str], device: torch.device
@@ -350,11 +288,14 @@ class PrefixEncoder(nn.Module):
         device = self.pos.device
         instr, instr_mask = self.instruction_tokens(tasks, device)
         if self.image_keys:
-            feats = self.token_norm(self.image_features([obs[k] for k in self.image_keys], cache_keys))
-            if self.adapter is not None or self.keypoints is not None:  # trainable: after the cache
+            images = [obs[k] for k in self.image_keys]
+            feats = self.token_norm(self.image_features(images, cache_keys))
+            cond = None
+            if self.adapter is not None or self.keypoints is not None or self.pixels is not None:
                 m = instr_mask[..., None].to(instr.dtype)  # the instruction's mean token conditions them
                 cond = ((instr * m).sum(1) / m.sum(1).clamp_min(1.0)).to(feats.dtype)
                 cond = cond.repeat_interleave(feats.shape[1] * feats.shape[2], 0)
+            if self.adapter is not None or self.keypoints is not None:  # trainable: after the cache
                 lead, flat = feats.shape[:3], feats.flatten(0, 2)
                 if self.adapter is not None:
                     flat = self.adapter(flat, cond)
@@ -362,6 +303,10 @@ class PrefixEncoder(nn.Module):
                     flat = self.keypoints(flat, cond)
                 feats = flat.view(*lead, *flat.shape[1:])
             parts.append(self.img_proj(feats).flatten(1, 3))  # (B, To·C·P, E)
+            if self.pixels is not None:
+                cells = self.pixel_cells(images, cache_keys)
+                points = self.pixels(cells.flatten(0, 2).to(feats.dtype), cond)
+                parts.append(self.pix_proj(points.view(*cells.shape[:3], *points.shape[1:])).flatten(1, 3))
         if self.has_state:
             parts.append(self.state_proj(state))
         fixed = torch.cat(parts, dim=1) + self.pos[:, : self.num_fixed]
