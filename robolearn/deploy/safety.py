@@ -281,10 +281,12 @@ class SafetyFilter:
         self.state = "estop"
 
     def clear_estop(self) -> None:
-        """Release the e-stop: the filter holds until the next fresh command."""
+        """Release the e-stop: the filter holds until the next fresh command, and the watchdog counts
+        from now (a hold that gets no command within ``watchdog_stop_s`` stops, as after any command)."""
         if self.state == "estop":
             self.state = "hold" if self._safe is not None else "stopped"
             self.estop_reason = ""
+            self._last_fresh = self.clock()
 
     # ------------------------------------------------------------------ commands
     def command(self, target: np.ndarray, now: float | None = None) -> np.ndarray | None:

@@ -12,7 +12,8 @@ import pytest
 def _run(url: str, tmp_path, *extra: str) -> tuple[dict, subprocess.CompletedProcess]:
     out = tmp_path / "run.json"
     cmd = [sys.executable, "-m", "robolearn.cli", "run", "--server", url, "--task", "franka-reach",
-           "--episodes", "5", "--json", str(out), *extra]  # fmt: skip
+           "--episodes", "5", "--json", str(out), "--request-timeout", "10", *extra]  # fmt: skip
+    # (a 10 s request timeout: on a loaded 2-core CI machine a slow reply is not a stalled server)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return json.loads(out.read_text()), proc

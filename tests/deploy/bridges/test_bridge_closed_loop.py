@@ -36,8 +36,10 @@ def test_closed_loop_over_ros1_succeeds_as_often_as_eval(
     ev = json.loads((tmp_path / "eval.json").read_text())
     server = serve_process(lift_flow_run, unused_port).start()
     sim_robot_process("ros1", rosmaster.port).start()
+    # A 10 s request timeout: on a loaded 2-core machine a slow reply is not a stalled server.
     _cli("run", "--server", server.url, "--robot", "ros1", "--bridge-port", str(rosmaster.port),
-         "--episodes", str(EPISODES), "--json", str(tmp_path / "run.json"))  # fmt: skip
+         "--episodes", str(EPISODES), "--json", str(tmp_path / "run.json"),
+         "--request-timeout", "10")  # fmt: skip
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["episodes"] == EPISODES and run["faults"] == 0
     ev_first, ev_held = ev["success_rate"], ev["held_success_rate"]

@@ -142,6 +142,23 @@ def test_estop_latches_until_cleared():
     assert filt.command(READY + 0.01) is not None and filt.state == "active"
 
 
+def test_clearing_a_long_estop_holds_then_the_watchdog_counts_from_the_clear():
+    filt, clock = make_filter()
+    filt.command(READY + 0.05)
+    filt.estop("test", measured=READY + 0.04)
+    clock.t += 10 * filt.limits.watchdog_stop_s  # latched far longer than the watchdog's stop
+    filt.tick(READY)
+    filt.clear_estop()
+    filt.tick(READY)
+    assert filt.state == "hold"  # not stopped at once: the stop counts from the clear
+    assert filt.command(READY + 0.01) is not None and filt.state == "active"
+    filt.estop("again", measured=READY)
+    filt.clear_estop()
+    clock.t += filt.limits.watchdog_stop_s + 0.01  # no command after this clear
+    filt.tick(READY)
+    assert filt.state == "stopped" and filt.command(READY + 0.01) is None
+
+
 finite_or_not = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([np.nan, np.inf, -np.inf, 1e300, -1e300, 0.0]),

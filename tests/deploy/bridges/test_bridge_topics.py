@@ -87,6 +87,10 @@ def _wait_connected(robot, sub, topic: str, msg) -> None:
         assert time.monotonic() < deadline, f"{topic}: nothing arrived"
         robot.publish(topic, msg)
         time.sleep(0.05)
+    # Copies published while the first was in flight may still land (on a loaded machine, several):
+    # wait until none arrives for 0.3 s, so the test's own messages are the next ones received.
+    while sub.wait_for(sub.received + 1, timeout=0.3):
+        assert time.monotonic() < deadline + 10, f"{topic}: copies kept arriving"
     sub.drain()
 
 
