@@ -358,8 +358,10 @@ def test_pixel_keypoints_find_the_named_colour_at_the_fine_grid():
     cells = pix.pool(image)
     assert cells.shape == (2, 64, 3) and torch.allclose(cells[0, 1 * 8 + 6], torch.tensor([1.0, 0, 0]))
     with torch.no_grad():  # the per-cell features are the colour itself
-        pix.colour[0].weight.copy_(torch.eye(3)), pix.colour[0].bias.fill_(1.0)
-        pix.colour[2].weight.copy_(torch.eye(3)), pix.colour[2].bias.fill_(-1.0)
+        pix.colour[0].weight.copy_(torch.eye(3))
+        pix.colour[0].bias.fill_(1.0)
+        pix.colour[2].weight.copy_(torch.eye(3))
+        pix.colour[2].bias.fill_(-1.0)
         kp = pix.keypoints
         kp.score.weight.zero_()
         kp.cond.weight.copy_(5 * torch.tensor([[1.0, 0], [0, 0], [0, 1.0]]))  # instruction 0: red, 1: blue

@@ -12,7 +12,7 @@ Shapes: B batch, To obs steps, C cameras, P tokens per image, L instruction toke
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -100,15 +100,11 @@ class PrefixEncoder(nn.Module):
             if cfg.vision.keypoints > 0:
                 self.keypoints = KeypointTokens(token_dim, self.tokens_per_image, cfg.vision.keypoints, cond)
                 self.tokens_per_image, token_dim = cfg.vision.keypoints, self.keypoints.out_dim
-            self.img_proj = nn.Sequential(
-                nn.Linear(token_dim, self.width), nn.GELU(), nn.Linear(self.width, self.width)
-            )
+            self.img_proj = self._projector(token_dim)
             if cfg.vision.pixel_keypoints > 0:
                 v = cfg.vision
                 self.pixels = PixelKeypoints(v.pixel_grid, v.pixel_keypoints, v.pixel_hidden, cond)
-                self.pix_proj = nn.Sequential(
-                    nn.Linear(self.pixels.out_dim, self.width), nn.GELU(), nn.Linear(self.width, self.width)
-                )
+                self.pix_proj = self._projector(self.pixels.out_dim)
         self.has_state = state_dim > 0
         if self.has_state:
             self.state_proj = nn.Linear(state_dim, self.width)
@@ -123,6 +119,10 @@ class PrefixEncoder(nn.Module):
         self._pixel_cache: dict[tuple[int, int], torch.Tensor] = {}
         self._cache_bytes = 0
         self.train()  # frozen backbones start in eval mode, as train() keeps them
+
+    def _projector(self, in_dim: int) -> nn.Sequential:
+        """Image tokens (..., in_dim) -> prefix width: Linear, GELU, Linear."""
+        return nn.Sequential(nn.Linear(in_dim, self.width), nn.GELU(), nn.Linear(self.width, self.width))
 
     def load_pretrained_backbones(self) -> None:
         """Copy the ``pretrained`` weights (and tokenizer) of each backbone into the built modules; the
@@ -200,7 +200,13 @@ class PrefixEncoder(nn.Module):
         if self.pixels is not None:
             self.pixel_cells(images, cache_keys)
 
-    def _cached(self, images, cache_keys, cache: dict, compute) -> torch.Tensor:
+    def _cached(
+        self,
+        images: Sequence[torch.Tensor],
+        cache_keys: Sequence[tuple[int, int]] | None,
+        cache: dict[tuple[int, int], torch.Tensor],
+        compute: Callable[[torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
         """``compute`` over each camera image (b'·To·C, 3, H, W) -> (b'·To·C, P, E), stacked to
         (B, To, C, P, E); with the frozen cache on, frames found in ``cache`` skip it."""
         b, to = images[0].shape[:2]
