@@ -246,3 +246,13 @@ def append_parquet(
                 w.write_table(table if table.schema.equals(file_schema) else table.cast(file_schema))
         if old is not None:
             old.close()
+
+
+class FileGroups(list):
+    """Consecutive items grouped by the (chunk, file, existed) of the file they go to."""
+
+    def add(self, cur: Cursor, item: Any) -> None:
+        key = (cur.chunk, cur.file, cur.used)
+        if not self or self[-1][0] != key:
+            self.append((key, []))
+        self[-1][1].append(item)

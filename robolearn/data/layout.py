@@ -131,6 +131,17 @@ def new_info(
     }
 
 
+def load_stats_json(root: Path) -> dict[str, Any] | None:
+    """``meta/stats.json`` as JSON (``None`` when absent); raises :class:`DatasetError` naming it."""
+    path = Path(root) / STATS_PATH
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"invalid JSON: {exc}", file=STATS_PATH) from exc
+
+
 def load_info(root: Path) -> dict[str, Any]:
     """Read and sanity-check ``meta/info.json``; raises :class:`DatasetError` naming the field."""
     path = Path(root) / INFO_PATH

@@ -7,7 +7,6 @@ of a dataset larger than RAM. Video frames come from a :class:`~robolearn.data.v
 
 from __future__ import annotations
 
-import json
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -132,10 +131,10 @@ class LeRobotReader:
     def stats(self) -> dict[str, dict[str, np.ndarray]] | None:
         """``meta/stats.json`` as arrays (``None`` when the file is absent)."""
         if self._stats is None:
-            path = self.root / layout.STATS_PATH
-            if not path.exists():
+            raw = layout.load_stats_json(self.root)
+            if raw is None:
                 return None
-            self._stats = stats_mod.from_json(json.loads(path.read_text(encoding="utf-8")))
+            self._stats = stats_mod.from_json(raw)
         return self._stats
 
     def episode_meta(self, episode: int) -> dict[str, Any]:

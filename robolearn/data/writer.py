@@ -23,22 +23,20 @@ time, episode rows, tasks, new files) is a leftover that :meth:`LeRobotWriter.op
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from robolearn.data import layout, stats
-from robolearn.data.episodes import Cursor, EpisodeIndex, append_episode_rows, append_parquet, write_tasks
-from robolearn.data.errors import DatasetError
-from robolearn.data.fsio import atomic_path, new_tmp_path, write_json_atomic
+from robolearn.data.episode_buffer import ClosedEpisode, EpisodeBuffer
+from robolearn.data.episodes import EpisodeIndex, FileGroups, append_episode_rows, append_parquet, write_tasks
+from robolearn.data.fsio import atomic_path, write_json_atomic
 from robolearn.data.repair import repair
-from robolearn.data.video import ENCODERS, EpisodeVideoEncoder, encode_png, pick_encoder, remux, video_info
-from robolearn.types import EPISODE_INDEX, FRAME_INDEX, INDEX, TASK_INDEX, TIMESTAMP, FeatureSpec
+from robolearn.data.video import ENCODERS, pick_encoder, remux, video_info
+from robolearn.types import FeatureSpec
 
 log = logging.getLogger(__name__)
 _MB = 1024**2
@@ -51,13 +49,9 @@ class _Saved:
     """An episode saved by the user and waiting for the next commit."""
 
     index: int
-    length: int
     seed: int | None
     env: str | None
-    tasks: list[str]
-    table: pa.Table
-    videos: dict[str, Path]
-    stats: dict[str, stats.Stats]
+    episode: ClosedEpisode
 
 
 class LeRobotWriter:
@@ -139,8 +133,8 @@ class LeRobotWriter:
         if vkeys:
             codec = info["features"][vkeys[0]].get("info", {}).get("video.codec")
             encoder = pick_encoder(vcodec or ENCODERS.get(codec, codec))
-        stats_path = root / layout.STATS_PATH
-        running = stats.from_json(_read_json(stats_path)) if stats_path.exists() else None
+        running = layout.load_stats_json(root)
+        running = None if running is None else stats.from_json(running)
         tasks = dict(zip(index.tasks, range(len(index.tasks)), strict=True))
         self = cls.__new__(cls)
         self._setup(root, info, encoder, commit_every, index, tasks, running)
@@ -177,12 +171,9 @@ class LeRobotWriter:
 
     # ------------------------------------------------------------------ recording
     def _reset_buffer(self) -> None:
-        self._buf: dict[str, list] = {k: [] for k, s in self.features.items() if s.dtype != "video"}
-        self._buf_tasks: list[str] = []
-        self._encoders: dict[str, EpisodeVideoEncoder] = {}
-        self._img_stats = {
-            k: stats.ImageStats() for k, s in self.features.items() if s.dtype in layout.VISUAL_DTYPES
-        }
+        self._open_episode = EpisodeBuffer(
+            self.root, self.fps, self.features, self._encoder, self._num_episodes
+        )
 
     @property
     def num_episodes(self) -> int:
@@ -216,56 +207,22 @@ class LeRobotWriter:
     @property
     def episode_frames(self) -> int:
         """Frames added to the open episode."""
-        return len(self._buf_tasks)
+        return len(self._open_episode)
 
     def add_frame(self, frame: dict[str, np.ndarray | float], task: str) -> None:
-        """Append one frame of the open episode; ``frame`` holds every user feature, nothing else."""
+        """Append one frame of the open episode; ``frame`` holds every user feature, nothing else.
+
+        A frame that fails a check raises ``ValueError`` and leaves the open episode as it was.
+        """
         if self._closed or self._failed:
             raise RuntimeError(
                 "writer is finalized" if self._closed else "an earlier commit failed; reopen the dataset"
             )
-        if not isinstance(task, str) or not task:
-            raise ValueError(f"task must be a non-empty string, got {task!r}")
-        missing, extra = set(self.features) - set(frame), set(frame) - set(self.features)
-        if missing or extra:
-            raise ValueError(f"frame keys mismatch: missing {sorted(missing)}, unexpected {sorted(extra)}")
-        n = len(self._buf_tasks)
-        for key, spec in self.features.items():
-            value = np.asarray(frame[key])
-            if spec.dtype in layout.VISUAL_DTYPES:
-                self._add_image(key, spec, value, n)
-                continue
-            if value.shape != tuple(spec.shape) and not (spec.shape == (1,) and value.shape == ()):
-                raise ValueError(
-                    f"feature {key!r} frame {n}: shape {value.shape}, expected {tuple(spec.shape)}"
-                )
-            value = value.astype(spec.dtype, copy=False)
-            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-                raise ValueError(f"feature {key!r} frame {n}: non-finite value {value.tolist()}")
-            self._buf[key].append(value.reshape(spec.shape))
-        self._buf_tasks.append(task)
-
-    def _add_image(self, key: str, spec: FeatureSpec, img: np.ndarray, n: int) -> None:
-        if img.dtype != np.uint8 or img.shape != tuple(spec.shape):
-            raise ValueError(
-                f"feature {key!r} frame {n}: expected uint8 {tuple(spec.shape)}, got {img.dtype} {img.shape}"
-            )
-        self._img_stats[key].update(img)
-        if spec.dtype == "image":
-            self._buf[key].append(encode_png(img))
-            return
-        enc = self._encoders.get(key)
-        if enc is None:
-            path = new_tmp_path(self.root, f"episode-{self._num_episodes:06d}-{key}.mp4")
-            enc = self._encoders[key] = EpisodeVideoEncoder(
-                path, self.fps, self._encoder, spec.shape[1], spec.shape[0]
-            )
-        enc.add(img)
+        self._open_episode.add(frame, task)
 
     def discard_episode(self) -> None:
         """Drop the open episode's frames."""
-        for enc in self._encoders.values():
-            enc.abort()
+        self._open_episode.abort()
         self._reset_buffer()
 
     def save_episode(self, seed: int | None = None, env: str | None = None) -> int:
@@ -276,47 +233,21 @@ class LeRobotWriter:
         open episode) when the seed is already in the dataset for that env, or when this episode
         gives a seed (an env) and earlier ones did not, or the other way round.
         """
-        n = len(self._buf_tasks)
-        if n == 0:
+        if len(self._open_episode) == 0:
             raise ValueError("save_episode(): the episode has no frames")
         ep = self._num_episodes
         self._check_env(env)
         self._check_seed(seed, env)
-        videos = {}
-        for key, enc in self._encoders.items():
-            written = enc.close()
-            if written != n:
-                raise RuntimeError(f"video {key!r}: encoded {written} frames, episode has {n}")
-            videos[key] = enc.path
-        for task in self._buf_tasks:
-            self._tasks.setdefault(task, len(self._tasks))
-        columns = {
-            key: (np.stack(v) if v and not isinstance(v[0], bytes) else v) for key, v in self._buf.items()
-        }
-        frame_index = np.arange(n, dtype=np.int64)
-        columns[TIMESTAMP] = (frame_index / self.fps).astype(np.float32)
-        columns[FRAME_INDEX] = frame_index
-        columns[EPISODE_INDEX] = np.full(n, ep, dtype=np.int64)
-        columns[INDEX] = np.arange(self._num_frames, self._num_frames + n, dtype=np.int64)
-        columns[TASK_INDEX] = np.array([self._tasks[t] for t in self._buf_tasks], dtype=np.int64)
-        ep_stats = {}
-        for key, ft in self.info["features"].items():
-            if ft["dtype"] in layout.VISUAL_DTYPES:
-                ep_stats[key] = self._img_stats[key].result()
-            else:
-                ep_stats[key] = stats.numeric_stats(columns[key])
-        table = layout.episode_table(columns, self._schema)
-        tasks = list(dict.fromkeys(self._buf_tasks))
+        closed = self._open_episode.close(self._num_frames, self._tasks, self.info["features"], self._schema)
         seed = None if seed is None else int(seed)
         env = None if env is None else str(env)
-        self._pending.append(_Saved(ep, n, seed, env, tasks, table, videos, ep_stats))
+        self._pending.append(_Saved(ep, seed, env, closed))
         self._records_seeds = seed is not None
         self._records_envs = env is not None
         if seed is not None:
             self._seed_episode[(env, seed)] = ep
         self._num_episodes += 1
-        self._num_frames += n
-        self._encoders = {}
+        self._num_frames += closed.length
         self._reset_buffer()
         if len(self._pending) >= self._commit_every:
             self.commit()
@@ -361,7 +292,9 @@ class LeRobotWriter:
 
     def _commit(self) -> None:
         pending, info, root = self._pending, self.info, self.root
-        rows = [{"episode_index": p.index, "tasks": p.tasks, "length": p.length} for p in pending]
+        rows = [
+            {"episode_index": p.index, "tasks": p.episode.tasks, "length": p.episode.length} for p in pending
+        ]
         if self._records_seeds:
             for row, p in zip(rows, pending, strict=True):
                 row["seed"] = p.seed
@@ -372,12 +305,12 @@ class LeRobotWriter:
         for key in self._video_keys:
             self._commit_video(key, pending, rows)
         for row, p in zip(rows, pending, strict=True):
-            row.update(stats.flatten_episode(p.stats))
+            row.update(stats.flatten_episode(p.episode.stats))
         if len(self._tasks) > int(info["total_tasks"]):
             write_tasks(root, list(self._tasks))
         append_episode_rows(root, self._meta, rows, self._index, self._chunks, self._limit("data"))
         for p in pending:
-            self._stats = stats.merge(self._stats, p.stats)
+            self._stats = stats.merge(self._stats, p.episode.stats)
         write_json_atomic(root, root / layout.STATS_PATH, stats.to_json(self._stats))
         info["total_episodes"] = self._index.num_episodes
         info["total_frames"] = self._index.num_frames
@@ -386,7 +319,7 @@ class LeRobotWriter:
         _before_commit_point()
         write_json_atomic(root, root / layout.INFO_PATH, info)  # the commit point
         for p in pending:
-            for path in p.videos.values():
+            for path in p.episode.videos.values():
                 path.unlink(missing_ok=True)
         self._pending = []
 
@@ -398,33 +331,34 @@ class LeRobotWriter:
         return float(self.info[f"{kind}_files_size_in_mb"]) * _MB
 
     def _commit_data(self, pending: list[_Saved], rows: list[dict]) -> None:
-        cur, groups = self._data, _Groups()
+        cur, groups = self._data, FileGroups()
         start = self._index.num_frames
         for p, row in zip(pending, rows, strict=True):
-            per_frame = cur.nbytes / cur.items if cur.items else p.table.nbytes / p.length
-            cur.rollover(per_frame * p.length, self._limit("data"), self._chunks)
-            groups.add(cur, p.table)
+            length = p.episode.length
+            per_frame = cur.nbytes / cur.items if cur.items else p.episode.table.nbytes / length
+            cur.rollover(per_frame * length, self._limit("data"), self._chunks)
+            groups.add(cur, p.episode.table)
             row.update(
                 {
                     "data/chunk_index": cur.chunk,
                     "data/file_index": cur.file,
                     "dataset_from_index": start,
-                    "dataset_to_index": start + p.length,
+                    "dataset_to_index": start + length,
                 }
             )
-            start += p.length
-            cur.used, cur.items, cur.nbytes = True, cur.items + p.length, cur.nbytes + per_frame * p.length
+            start += length
+            cur.used, cur.items, cur.nbytes = True, cur.items + length, cur.nbytes + per_frame * length
         for (chunk, file, existed), tables in groups:
             target = self.root / layout.data_relpath(self.info, chunk, file)
             append_parquet(self.root, target, tables, self._schema, existing=existed)
             cur.nbytes = float(target.stat().st_size)  # the last group is the current file
 
     def _commit_video(self, key: str, pending: list[_Saved], rows: list[dict]) -> None:
-        cur, groups = self._vids[key], _Groups()
+        cur, groups = self._vids[key], FileGroups()
         for p, row in zip(pending, rows, strict=True):
-            size = p.videos[key].stat().st_size
+            size = p.episode.videos[key].stat().st_size
             cur.rollover(size, self._limit("video"), self._chunks)
-            groups.add(cur, (p.videos[key], row))
+            groups.add(cur, (p.episode.videos[key], row))
             cur.used, cur.nbytes = True, cur.nbytes + size
         for (chunk, file, existed), items in groups:
             target = self.root / layout.video_relpath(self.info, key, chunk, file)
@@ -454,9 +388,9 @@ class LeRobotWriter:
         if self._closed or self._failed:
             self._closed = True
             return
-        if self._buf_tasks:
+        if len(self._open_episode):
             log.warning(
-                "finalize(): discarding the open episode (%d frames never saved)", len(self._buf_tasks)
+                "finalize(): discarding the open episode (%d frames never saved)", len(self._open_episode)
             )
             self.discard_episode()
         self.commit()
@@ -471,20 +405,3 @@ class LeRobotWriter:
 
 def _before_commit_point() -> None:
     """Hook run just before ``info.json`` is replaced; crash tests patch it to ``kill -9`` there."""
-
-
-class _Groups(list):
-    """Consecutive items grouped by the (chunk, file, existed) they go to."""
-
-    def add(self, cur: Cursor, item) -> None:
-        key = (cur.chunk, cur.file, cur.used)
-        if not self or self[-1][0] != key:
-            self.append((key, []))
-        self[-1][1].append(item)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"invalid JSON: {exc}", file=str(path)) from exc

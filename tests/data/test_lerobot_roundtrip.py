@@ -182,6 +182,23 @@ def test_add_frame_rejects_bad_input(tmp_path, lr):
     w.finalize()
 
 
+def test_a_rejected_frame_leaves_the_open_episode_as_it_was(tmp_path, lr):
+    w = LeRobotWriter(tmp_path / "ds", lr.FPS, lr.features())
+    for i in range(2):
+        w.add_frame(lr.frame(0, i), task="t")
+    # the state is valid and checked first; the action is not: nothing of the frame may be kept
+    with pytest.raises(ValueError, match="non-finite"):
+        w.add_frame({**lr.frame(0, 2), lr.ACTION: np.array([np.nan, 0])}, task="t")
+    assert w.episode_frames == 2
+    w.add_frame(lr.frame(0, 2), task="t")
+    w.save_episode()
+    w.finalize()
+    r = LeRobotReader(tmp_path / "ds")
+    np.testing.assert_array_equal(r.episode_columns(0)[lr.STATE], _expected_state(0, 3))
+    assert r.episode_columns(0)[lr.ACTION].shape == (3, 2)
+    assert validate(tmp_path / "ds") == []
+
+
 def _write_lerobot_style(root, lr) -> None:
     """A dataset laid out the way lerobot 0.4.x leaves a resumed recording: every session starts new
     data/video/episode files; one column as a variable-length list (older ``Sequence`` features)."""
