@@ -104,10 +104,9 @@ class EpisodeBuffer:
         self, first_frame: int, task_index: dict[str, int], info_features: dict[str, dict], schema: pa.Schema
     ) -> ClosedEpisode:
         """Finish the videos and build the episode's table; its frames get global indices from
-        ``first_frame``, and task strings not yet in ``task_index`` are added to it."""
+        ``first_frame``, and task strings not yet in ``task_index`` are added to it. The caller checks
+        that the episode has frames."""
         n = len(self._tasks)
-        if n == 0:
-            raise ValueError("save_episode(): the episode has no frames")
         videos = {}
         for key, enc in self._videos.items():
             written = enc.close()

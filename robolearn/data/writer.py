@@ -133,8 +133,8 @@ class LeRobotWriter:
         if vkeys:
             codec = info["features"][vkeys[0]].get("info", {}).get("video.codec")
             encoder = pick_encoder(vcodec or ENCODERS.get(codec, codec))
-        running = layout.load_stats_json(root)
-        running = None if running is None else stats.from_json(running)
+        saved_stats = layout.load_stats_json(root)
+        running = None if saved_stats is None else stats.from_json(saved_stats)
         tasks = dict(zip(index.tasks, range(len(index.tasks)), strict=True))
         self = cls.__new__(cls)
         self._setup(root, info, encoder, commit_every, index, tasks, running)
