@@ -128,6 +128,26 @@ class ExpertConfig:
 
 
 @dataclass
+class ObjectTokensConfig:
+    """Object-centric state tokens: ``count`` objects of ``size`` values each, side by side in one
+    low-dim feature from element ``offset`` (the colour slots of ``observation.environment_state`` in
+    the ``franka-*-d2`` envs: ``count: 6, size: 8``), become one prefix token each, through one shared
+    MLP (the same "where is this object" for every slot); the slot's learned position embedding says
+    which object it is. The rest of the state is one token, as without this. With one token for all
+    objects the instruction can pick the named one only through the MLPs; a token per object lets
+    attention do it. ``count: 0``: off."""
+
+    key: str = "observation.environment_state"
+    """The low-dim feature that holds the objects."""
+    count: int = 0
+    """Objects (tokens)."""
+    size: int = 0
+    """Values per object."""
+    offset: int = 0
+    """Element of ``key`` where the first object starts."""
+
+
+@dataclass
 class VLAConfig(PolicyConfig):
     """Vision-language-action policy (pi0 / SmolVLA style prefix, three heads)."""
 
@@ -145,6 +165,8 @@ class VLAConfig(PolicyConfig):
     vocabulary only (needs ``language.kind: causal_lm``)."""
     expert: ExpertConfig = field(default_factory=ExpertConfig)
     """Action expert of the ``flow`` and ``parallel`` heads."""
+    object_tokens: ObjectTokensConfig = field(default_factory=ObjectTokensConfig)
+    """Object-centric state tokens (off by default)."""
     num_inference_steps: int = 10
     """K: Euler steps of the flow head."""
     prediction: Literal["velocity", "sample"] = "sample"
@@ -195,6 +217,11 @@ class VLAConfig(PolicyConfig):
             )
         if self.vision.feature_shift < 0:
             raise ConfigError(f"vision.feature_shift: expected >= 0, found {self.vision.feature_shift}")
+        ot = self.object_tokens
+        if ot.count < 0 or ot.offset < 0 or (ot.count > 0 and ot.size < 1):
+            raise ConfigError(
+                f"object_tokens: expected count >= 0, offset >= 0 and size >= 1, found {ot.count} / {ot.offset} / {ot.size}"
+            )
         if self.n_bins < 2:
             raise ConfigError(f"n_bins: expected >= 2, found {self.n_bins}")
         if self.expert.width % self.expert.heads:

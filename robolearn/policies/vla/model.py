@@ -71,7 +71,7 @@ class VLAPolicy(Policy):
         cfg = self.config
         images = {k: tuple(v) for k, v in cfg.input_features.items() if is_image_key(k)}
         state_dim = self.obs_encoder.out_dim if self.obs_encoder.vector_keys else 0
-        self.prefix = PrefixEncoder(cfg, images, state_dim)
+        self.prefix = PrefixEncoder(cfg, images, state_dim, self._object_slice())
         width, ex = self.prefix.width, cfg.expert
         if cfg.head == "tokens":
             vocab = int(self.prefix.lm.get_input_embeddings().weight.shape[0])
@@ -92,6 +92,27 @@ class VLAPolicy(Policy):
         if cfg.head == "tokens":
             params = inspect.signature(self.prefix.lm.get_decoder().forward).parameters
             self._cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    def _object_slice(self) -> tuple[int, int, int] | None:
+        """``object_tokens`` as (first element in the encoded state vector, count, size), or None."""
+        ot, keys = self.config.object_tokens, self.obs_encoder.vector_keys
+        if ot.count == 0:
+            return None
+        if ot.key not in keys:
+            raise ValueError(
+                f"object_tokens.key: {ot.key!r} is not a low-dim input of this policy (those: {keys})"
+            )
+        if not isinstance(self.obs_encoder.state_mlp, nn.Identity):
+            raise ValueError(
+                "object_tokens: needs obs_encoder.state_mlp_dims empty (objects are cut from the raw state)"
+            )
+        dim = self.config.input_features[ot.key][0]
+        if ot.offset + ot.count * ot.size > dim:
+            raise ValueError(
+                f"object_tokens: {ot.count} objects of {ot.size} from element {ot.offset} do not fit {ot.key!r} ({dim} values)"
+            )
+        start = sum(self.config.input_features[k][0] for k in keys[: keys.index(ot.key)])
+        return start + ot.offset, ot.count, ot.size
 
     @classmethod
     def from_backbones(cls, config: VLAConfig, features: Any = None, stats: Any = None) -> VLAPolicy:

@@ -1,6 +1,7 @@
 """The VLA prefix: instruction tokens, image tokens and state tokens, and the language model over them.
 
-Order: ``[instruction (left padded) | image tokens of every step and camera | state token per step]``.
+Order: ``[instruction (left padded) | image tokens of every step and camera | state token per step
+(then, with ``object_tokens``, one token per object and step)]``.
 With a causal LM the later tokens see the instruction, so image and state tokens become
 instruction-aware; a learned position embedding marks each image/state slot (camera, patch, step).
 With a sentence encoder (MiniLM) the instruction is one mean-pooled token embedded once per
@@ -45,7 +46,9 @@ class PrefixEncoder(nn.Module):
         cfg: VLAConfig,
         image_shapes: Mapping[str, tuple[int, int, int]],
         state_dim: int,
+        objects: tuple[int, int, int] | None = None,
     ) -> None:
+        """``objects``: (start, count, size) of the object-centric state tokens in the state vector."""
         super().__init__()
         self.cfg = cfg
         lang = cfg.language
@@ -105,12 +108,17 @@ class PrefixEncoder(nn.Module):
                 v = cfg.vision
                 self.pixels = PixelKeypoints(v.pixel_grid, v.pixel_keypoints, v.pixel_hidden, cond)
                 self.pix_proj = self._projector(self.pixels.out_dim)
+        self.objects = objects
+        self.rest_dim = state_dim - (objects[1] * objects[2] if objects else 0)
         self.has_state = state_dim > 0
-        if self.has_state:
-            self.state_proj = nn.Linear(state_dim, self.width)
+        if self.rest_dim > 0:
+            self.state_proj = nn.Linear(self.rest_dim, self.width)
+        if objects:  # one MLP shared by every object slot
+            self.object_proj = self._projector(objects[2])
         to = cfg.n_obs_steps
         per_image = self.tokens_per_image + (cfg.vision.pixel_keypoints if self.image_keys else 0)
-        self.num_fixed = to * (len(self.image_keys) * per_image + int(self.has_state))
+        state_tokens = int(self.rest_dim > 0) + (objects[1] if objects else 0)
+        self.num_fixed = to * (len(self.image_keys) * per_image + state_tokens)
         self.pos = nn.Parameter(torch.randn(1, max(self.num_fixed, 1), self.width) * 0.02)
         self.cache_frozen = bool(
             self.tower is not None and cfg.vision.freeze and cfg.vision.train_last_layers == 0
@@ -278,6 +286,20 @@ class PrefixEncoder(nn.Module):
         m = mask[..., None].to(hidden.dtype)
         return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 
+    def _state_tokens(self, state: torch.Tensor) -> list[torch.Tensor]:
+        """(B, To, Ds) -> the state token per step (B, To, E), then with ``objects`` one token per
+        object and step (B, To·count, E)."""
+        if self.objects is None:
+            return [self.state_proj(state)]
+        start, count, size = self.objects
+        end = start + count * size
+        out = []
+        if self.rest_dim > 0:
+            out.append(self.state_proj(torch.cat([state[..., :start], state[..., end:]], -1)))
+        objs = state[..., start:end].unflatten(-1, (count, size))  # (B, To, count, size)
+        out.append(self.object_proj(objs).flatten(1, 2))
+        return out
+
     # ------------------------------------------------------------------------------ the prefix
     def forward(
         self,
@@ -314,7 +336,7 @@ class PrefixEncoder(nn.Module):
                 points = self.pixels(cells.flatten(0, 2).to(feats.dtype), cond)
                 parts.append(self.pix_proj(points.view(*cells.shape[:3], *points.shape[1:])).flatten(1, 3))
         if self.has_state:
-            parts.append(self.state_proj(state))
+            parts.extend(self._state_tokens(state))
         fixed = torch.cat(parts, dim=1) + self.pos[:, : self.num_fixed]
         embeds = torch.cat([instr.to(fixed.dtype), fixed], dim=1)
         mask = torch.cat(
