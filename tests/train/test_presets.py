@@ -16,6 +16,8 @@ from robolearn.train.trainer import build_policy
 
 RL_RECIPES = ("reinflow_", "dppo_")
 """Fine-tuning recipes (``robolearn.rl.config.FinetuneConfig``; tests/rl/test_finetune_recipes.py loads them)."""
+SLOT_LAYOUT = ("vla_state_objects",)
+"""Presets for the colour-slot environment state of the ``franka-*-d2`` envs (object tokens)."""
 PRESETS = sorted(p for p in (Path(__file__).resolve().parents[2] / "policies").glob("*.yaml")
                  if not p.stem.startswith(RL_RECIPES))  # fmt: skip
 
@@ -34,7 +36,8 @@ def test_preset_builds_and_computes_a_loss(preset):
     torch.set_num_threads(1)
     cfg = load_train_config(preset, [], None)
     cams = ("front", "wrist") if "image" in preset.stem or "gpu" in preset.stem else ()
-    env = make_env("franka-lift", env_config("franka-lift", cameras=cams))
+    name = "franka-lift-d2" if preset.stem in SLOT_LAYOUT else "franka-lift"
+    env = make_env(name, env_config(name, cameras=cams))
     features = env_features(env)
     env.close()
     policy = build_policy(cfg, features, _stats(features), str(preset))
